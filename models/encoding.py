@@ -1,0 +1,68 @@
+"""Tokenization for every path (training, export parity, runtime): one tokenizer.json, one padding rule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tokenizers import Tokenizer
+
+
+@dataclass
+class Encoded:
+    ids: list[np.ndarray]  # one int64 array per text, specials included, truncated to max_length
+    truncated: list[bool]
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.fromiter((len(x) for x in self.ids), dtype=np.int64, count=len(self.ids))
+
+
+class TextEncoder:
+    """Wraps a `tokenizers` Tokenizer with the bundle's max length and the model's pad id."""
+
+    def __init__(self, tokenizer_file: str | Path, max_length: int) -> None:
+        self.tokenizer = Tokenizer.from_file(str(tokenizer_file))
+        self.tokenizer.no_padding()
+        self.tokenizer.enable_truncation(max_length)
+        self.max_length = max_length
+        pad = self.tokenizer.token_to_id("<pad>")
+        self.pad_id = 1 if pad is None else pad
+
+    def encode(self, texts: list[str]) -> Encoded:
+        encodings = self.tokenizer.encode_batch(texts)
+        return Encoded(
+            ids=[np.asarray(e.ids, dtype=np.int64) for e in encodings],
+            truncated=[bool(e.overflowing) for e in encodings],
+        )
+
+    def pad(self, ids: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Right-pad a batch to its longest member: (input_ids, attention_mask), both int64 [B, L]."""
+        width = max((len(x) for x in ids), default=1)
+        input_ids = np.full((len(ids), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(ids), width), dtype=np.int64)
+        for i, row in enumerate(ids):
+            input_ids[i, : len(row)] = row
+            mask[i, : len(row)] = 1
+        return input_ids, mask
+
+
+def length_batches(lengths: np.ndarray, batch_size: int, max_tokens: int | None = None) -> list[np.ndarray]:
+    """Indices grouped into batches of similar length (so little padding is wasted).
+
+    Batches hold at most `batch_size` texts and, when `max_tokens` is given, at most that many
+    padded tokens. Callers scatter results back with the returned indices, so order is preserved.
+    """
+    order = np.argsort(lengths, kind="stable")
+    batches: list[np.ndarray] = []
+    start = 0
+    while start < len(order):
+        end = start + 1
+        while end < len(order) and end - start < batch_size:
+            if max_tokens is not None and lengths[order[end]] * (end - start + 1) > max_tokens:
+                break
+            end += 1
+        batches.append(order[start:end])
+        start = end
+    return batches

@@ -1,0 +1,33 @@
+"""`sitrep`: the one console script. Each job package registers its own subcommands; no logic here."""
+
+from __future__ import annotations
+
+import typer
+
+import eval.cli as eval_cli
+import models.cli as models_cli
+import serving.cli as serving_cli
+import training.cli as training_cli
+
+app = typer.Typer(
+    name="sitrep",
+    help=(
+        "Cross-lingual sentence classifier for conflict-news monitoring.\n\n"
+        "Labels: claim, official_confirmation, casualty, retaliation (see LABELING.md).\n\n"
+        "Typical flow: [bold]sitrep base build[/] → [bold]sitrep train[/] → [bold]sitrep export[/] → "
+        "[bold]sitrep serve[/] / [bold]sitrep score[/] / [bold]sitrep eval[/]."
+    ),
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+)
+bench = typer.Typer(help="Benchmarks: each compares its variants side by side in one run.", no_args_is_help=True)
+app.add_typer(bench, name="bench")
+
+models_cli.register(app, bench)
+training_cli.register(app, bench)
+serving_cli.register(app, bench)
+eval_cli.register(app, bench)
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,92 @@
+"""The corpus passes its own validator; the validator catches what it promises to catch."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from training.validate_data import Targets, validate
+
+DATA = Path(__file__).resolve().parent.parent / "data"
+
+
+def test_corpus_passes_the_validator() -> None:
+    report = validate(DATA)
+    assert report.ok, "\n".join(report.errors[:30])
+    langs = {e["lang"]: e for e in report.table}
+    assert {"en", "ar", "fa", "fr", "tr", "ur", "ru", "de", "es", "ckb"} <= set(langs)
+
+
+def _copy(tmp_path: Path) -> Path:
+    d = tmp_path / "data"
+    shutil.copytree(DATA, d, ignore=shutil.ignore_patterns("parts", "README.md"))
+    return d
+
+
+def _append(path: Path, row: dict) -> None:
+    with path.open("a", encoding="utf-8") as f:
+        f.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _first(path: Path, lang: str) -> dict:
+    for line in path.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        if row["lang"] == lang:
+            return row
+    raise AssertionError(lang)
+
+
+def test_validator_catches_each_kind_of_error(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    train, test = d / "train.jsonl", d / "test.jsonl"
+    fa = _first(train, "fa")
+    en = _first(train, "en")
+    _append(train, {**fa, "id": "bad-script", "text": fa["text"].replace("ی", "ي") + " يك"})
+    _append(train, {**en, "id": "bad-label", "text": "A brand new sentence about nothing at all.",
+                    "labels": ["rumour"]})
+    _append(train, {**en, "id": "bad-topic", "text": "Another distinct sentence for the topic check.",
+                    "topic": "atlantis-war"})
+    _append(test, {**en, "id": "leak", "text": en["text"] + " Officials said."})  # train topic in test
+    _append(test, {**en, "id": en["id"], "text": "Completely different words here, none shared."})
+    (d / "dev.jsonl").open("a").write("{not json\n")
+    report = validate(d, Targets(min_per_train_lang=0, min_per_zeroshot_lang=0, background=(0, 1),
+                                 min_label_share=0, min_multi_share=0, min_topics=0))
+    text = "\n".join(report.errors)
+    assert "Arabic yeh" in text and "Arabic kaf" in text
+    assert "unknown labels ['rumour']" in text
+    assert "'atlantis-war' is not in topics.json" in text
+    assert "leakage" in text
+    assert "near-duplicate across splits" in text
+    assert f"duplicate id {en['id']!r}" in text
+    assert "invalid JSON" in text
+
+
+def test_script_exception_allows_a_deliberate_arabic_letter(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    fa = _first(d / "train.jsonl", "fa")
+    row = {**fa, "id": "quoted", "text": "روزنامه عربی نوشت «الجيش» و سپس گزارش داد که حمله رخ داده است",
+           "script_exception": "quotes an Arabic word"}
+    _append(d / "train.jsonl", row)
+    report = validate(d)
+    assert not [e for e in report.errors if "quoted" in e or "Arabic yeh" in e]
+
+
+def test_balance_targets_are_enforced(tmp_path: Path) -> None:
+    report = validate(_copy(tmp_path), Targets(min_per_train_lang=10**6))
+    assert any("target at least 1000000" in e for e in report.errors)
+
+
+@pytest.mark.parametrize("split", ["test", "zeroshot"])
+def test_tfidf_baseline_trains_and_predicts(tmp_path: Path, tiny_data: dict, split: str) -> None:
+    from training.tfidf import load_tfidf, train_tfidf
+
+    model = train_tfidf(tmp_path / "tfidf", str(tiny_data["train"]), str(tiny_data["dev"]),
+                        eval_files={split: str(tiny_data[split])})
+    loaded = load_tfidf(tmp_path / "tfidf")
+    probs, labels = loaded.predict(["The group claimed the drone attack on the base in a statement."])
+    assert probs.shape == (1, 4) and isinstance(labels[0], list)
+    assert set(model.meta["scores"]) == {"dev", split}
+    assert 0.0 <= model.meta["scores"][split]["macro_f1"] <= 1.0

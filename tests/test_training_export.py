@@ -1,0 +1,180 @@
+"""Train a few steps, export all three ONNX files, parity gates, bundle integrity, runtime ordering."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.bundle import BundleError, load_bundle, write_bundle_manifest
+from models.labels import LABELS
+from models.runtime import load
+from tests.conftest import tiny_config
+
+TEXTS = [
+    "The group said in a statement its fighters hit the base with two drones.",
+    "قالت خلية الإعلام الأمني إن الدفاعات الجوية أسقطت طائرة مسيرة قرب المطار",
+    "یک منبع امنیتی گفت پهپاد پیش از رسیدن به پایگاه رهگیری شد",
+    "Reporting by a correspondent; editing by the desk.",
+    "Eight service members suffered minor injuries, the Pentagon said, adding it struck back.",
+    "No group has claimed the attack.",
+    "در این حمله دو غیرنظامی زخمی شدند",
+]
+
+
+def test_manifest_records_everything(tiny_bundle: Path) -> None:
+    b = load_bundle(tiny_bundle)  # verifies every hash
+    m = b.manifest
+    assert b.labels == list(LABELS)
+    assert set(m.thresholds) == set(LABELS) and all(0.0 < t < 1.0 for t in m.thresholds.values())
+    assert len(m.calibration.a) == len(LABELS)
+    assert m.training["data_hash"] and m.training["n_train"] > 0
+    assert {"dev", "test", "zeroshot"} <= set(m.scores)
+    for rel in ("hf/model.safetensors", "hf/tokenizer.json", "onnx/model.onnx", "onnx/model.int8.onnx",
+                "onnx/model.fp16.onnx", "reports/parity.json"):
+        assert rel in m.files, rel
+    parity = m.export["parity"]
+    assert parity["onnx"]["passed"] and parity["onnx"]["max_abs_prob_diff"] <= 1e-3
+    assert parity["onnx-int8"]["passed"] and parity["onnx-int8"]["label_agreement"] >= 0.99
+    assert parity["cuda"]["passed"] in (None, True)  # None: no CUDA device here, said in the note
+
+
+@pytest.mark.parametrize("runtime", ["onnx-int8", "onnx", "torch"])
+def test_order_is_input_order_whatever_the_batch_size(tiny_bundle: Path, runtime: str) -> None:
+    clf = load(tiny_bundle, runtime)
+    texts = TEXTS * 3
+    ref = clf.classify(texts, batch_size=len(texts))
+    for bs in (1, 2, 5):
+        out = clf.classify(texts, batch_size=bs)
+        np.testing.assert_allclose(out.probs, ref.probs, atol=2e-5)
+    perm = np.random.default_rng(0).permutation(len(texts))
+    shuffled = clf.classify([texts[i] for i in perm], batch_size=4)
+    np.testing.assert_allclose(shuffled.probs, ref.probs[perm], atol=2e-5)
+    # Multi-label: independent sigmoid probabilities, not a distribution over labels.
+    assert ref.probs.shape == (len(texts), len(LABELS))
+    assert not np.allclose(ref.probs.sum(axis=1), 1.0)
+
+
+def test_thresholds_are_applied_per_label(tiny_bundle: Path) -> None:
+    clf = load(tiny_bundle, "onnx")
+    everything = clf.classify(TEXTS, thresholds=[0.0] * len(LABELS))
+    nothing = clf.classify(TEXTS, thresholds=[1.01] * len(LABELS))
+    assert all(labels == list(LABELS) for labels in everything.labels)
+    assert all(labels == [] for labels in nothing.labels)
+
+
+def test_runtimes_agree(tiny_bundle: Path) -> None:
+    ref = load(tiny_bundle, "torch").classify(TEXTS).probs
+    assert np.max(np.abs(load(tiny_bundle, "onnx").classify(TEXTS).probs - ref)) <= 1e-3
+    assert np.max(np.abs(load(tiny_bundle, "onnx-int8").classify(TEXTS).probs - ref)) <= 0.05
+
+
+def test_corrupted_file_is_refused(tiny_bundle: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(tiny_bundle, tmp_path / "b")
+    target = copy / "onnx" / "model.int8.onnx"
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"model\.int8\.onnx is corrupted"):
+        load(copy, "onnx-int8")
+    with pytest.raises(BundleError, match="corrupted"):
+        load_bundle(copy)
+    load(copy, "onnx")  # other runtimes' files are intact and still load
+
+
+def test_missing_file_and_mismatched_labels_are_refused(tiny_bundle: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(tiny_bundle, tmp_path / "b")
+    (copy / "onnx" / "model.onnx").unlink()
+    with pytest.raises(BundleError, match="missing on disk"):
+        load(copy, "onnx")
+    manifest = json.loads((copy / "manifest.json").read_text())
+    manifest["labels"] = ["claim", "casualty", "official_confirmation", "retaliation"]
+    (copy / "manifest.json").write_text(json.dumps(manifest))
+    with pytest.raises(BundleError, match="do not match"):
+        load_bundle(copy, verify=False)
+    with pytest.raises(BundleError, match="not a model bundle"):
+        load_bundle(tmp_path / "nowhere")
+
+
+def test_runtime_without_export_says_what_to_run(tiny_bundle: Path, tmp_path: Path) -> None:
+    copy = shutil.copytree(tiny_bundle, tmp_path / "b")
+    shutil.rmtree(copy / "onnx")
+    bundle = load_bundle(copy, verify=False)
+    write_bundle_manifest(copy, bundle.manifest)
+    with pytest.raises(BundleError, match="sitrep export"):
+        load(copy, "onnx-int8")
+
+
+def test_onnx_runtime_does_not_import_torch(tiny_bundle: Path) -> None:
+    code = (
+        "import sys, models.runtime as r\n"
+        f"c = r.load({str(tiny_bundle)!r}, 'onnx-int8')\n"
+        "print(c.classify(['a test sentence']).labels)\n"
+        "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, capture_output=True)
+
+
+def test_failing_int8_gate_fails_export_and_drops_the_file(tiny_bundle: Path, tmp_path: Path) -> None:
+    from training.export import ExportError, Gates, export
+
+    copy = shutil.copytree(tiny_bundle, tmp_path / "b")
+    with pytest.raises(ExportError, match="int8"):
+        export(copy, data=load_bundle(copy).manifest.training["config"]["dev_file"],
+               gates=Gates(int8_min_agreement=1.01), log=lambda *_: None)
+    bundle = load_bundle(copy)
+    assert not bundle.has("onnx/model.int8.onnx") and bundle.has("onnx/model.onnx")
+    report = json.loads((copy / "reports" / "parity.json").read_text())
+    assert len(report["runtimes"]["onnx-int8"]["attempts"]) == 4  # every recipe was tried and recorded
+
+
+def test_resume_continues_an_interrupted_run(tiny_base: Path, tiny_data: dict, tmp_path: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    from training import train as train_mod
+
+    cfg = tiny_config(tiny_base, tiny_data, epochs=3, eval_every_steps=4)
+    out = tmp_path / "run"
+    real_save = train_mod.Trainer.save_checkpoint
+    calls = {"n": 0}
+
+    def crash_after_two(self, state):  # type: ignore[no-untyped-def]
+        real_save(self, state)
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("simulated kill")
+
+    monkeypatch.setattr(train_mod.Trainer, "save_checkpoint", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        train_mod.train(cfg, out, progress=False)
+    assert (out / "checkpoint" / "state.pt").exists() and not (out / "manifest.json").exists()
+    monkeypatch.setattr(train_mod.Trainer, "save_checkpoint", real_save)
+    with pytest.raises(train_mod.TrainingError, match="already holds"):
+        (out / "manifest.json").write_text("{}")
+        train_mod.train(cfg, out, progress=False)
+    (out / "manifest.json").unlink()
+    train_mod.train(cfg, out, resume=True, progress=False)
+    log = [json.loads(x) for x in (out / "reports" / "training_log.jsonl").read_text().splitlines()]
+    steps = [r["step"] for r in log]
+    assert steps[:2] == [4, 8] and steps == sorted(steps) and len(set(steps)) == len(steps)
+    assert not (out / "checkpoint").exists()
+    load_bundle(out)
+
+
+def test_train_langs_filters_training_and_dev(tiny_base: Path, tiny_data: dict, tmp_path: Path) -> None:
+    from training.train import train
+
+    out = train(tiny_config(tiny_base, tiny_data, train_langs=["en"], max_steps=3), tmp_path / "en",
+                progress=False)
+    assert load_bundle(out).manifest.training["train_langs"] == ["en"]
+
+
+def test_cli_help_lists_the_subcommands() -> None:
+    out = subprocess.run([sys.executable, "-m", "sitrep.cli", "--help"], capture_output=True, text=True,
+                         check=True, env={"COLUMNS": "200", "PATH": ""}).stdout
+    for cmd in ("base", "data", "train", "export", "eval", "serve", "score", "bench"):
+        assert cmd in out, cmd

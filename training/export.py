@@ -1,0 +1,293 @@
+"""`sitrep export BUNDLE`: ONNX fp32, int8 for CPU, fp16 for CUDA, each checked against torch fp32.
+
+int8: the fp32 graph goes through ONNX Runtime's transformer optimizer (attention / LayerNorm / GELU
+fusion), then dynamic quantization. Multilingual MiniLM-style encoders are known to collapse under
+naive dynamic quantization (onnxruntime issue #9599), so export tries a short ladder of settings,
+from naive to conservative, scores each on dev against the torch model, records every attempt in
+the parity report, and keeps the first that passes the gate.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.bundle import ONNX_FILES, Bundle, load_bundle, write_bundle_manifest
+from models.corpus import label_matrix, read_examples
+from models.metrics import macro_f1
+from models.runtime import RuntimeUnavailable, load
+
+OPSET = 17
+PARITY_REPORT = "reports/parity.json"
+
+
+class ExportError(RuntimeError):
+    """Export failed a parity gate (the report says which and by how much)."""
+
+
+@dataclass
+class Gates:
+    fp32_max_abs_prob: float = 1e-3
+    int8_min_agreement: float = 0.99
+    int8_max_f1_drop: float = 0.005  # 0.5 point of macro-F1
+
+
+@dataclass
+class QuantRecipe:
+    """One dynamic-quantization setting tried for the int8 model."""
+
+    name: str
+    per_channel: bool
+    reduce_range: bool
+    exclude: str = "none"  # which MatMuls stay fp32: none | ffn-out | ffn-out+last-layer
+    optimize: bool = True
+
+
+LADDER = [
+    QuantRecipe("naive (per-tensor, no optimizer)", per_channel=False, reduce_range=False, optimize=False),
+    QuantRecipe("optimized, per-channel, reduce-range", per_channel=True, reduce_range=True),
+    QuantRecipe("optimized, per-channel, FFN output fp32", per_channel=True, reduce_range=True, exclude="ffn-out"),
+    QuantRecipe(
+        "optimized, per-channel, FFN output + last layer fp32",
+        per_channel=True, reduce_range=True, exclude="ffn-out+last-layer",
+    ),
+]
+
+
+@dataclass
+class Parity:
+    runtime: str
+    max_abs_prob_diff: float | None
+    label_agreement: float | None  # fraction of sentences whose whole label set equals torch's
+    macro_f1: float | None
+    macro_f1_delta: float | None  # runtime minus torch; None where not measured
+    passed: bool | None
+    note: str = ""
+    recipe: str | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _export_fp32(bundle: Bundle, path: Path) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    model = AutoModelForSequenceClassification.from_pretrained(bundle.hf_dir).eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    ids = torch.ones((2, 16), dtype=torch.long)
+    mask = torch.ones((2, 16), dtype=torch.long)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        Logits(),
+        (ids, mask),
+        str(path),
+        input_names=["input_ids", "attention_mask"],
+        output_names=["logits"],
+        dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
+                      "logits": {0: "batch"}},
+        opset_version=OPSET,
+        dynamo=False,
+    )
+
+
+def _model_shape(bundle: Bundle) -> tuple[int, int, int]:
+    config = json.loads((bundle.hf_dir / "config.json").read_text())
+    return config["num_attention_heads"], config["hidden_size"], config["num_hidden_layers"]
+
+
+def _optimize(bundle: Bundle, src: Path, dst: Path, fp16: bool = False) -> None:
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    heads, hidden, _ = _model_shape(bundle)
+    opt = optimize_model(str(src), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=1,
+                         use_gpu=fp16)
+    if fp16:
+        opt.convert_float_to_float16(keep_io_types=True)
+    opt.save_model_to_file(str(dst))
+
+
+def _excluded_nodes(model_path: Path, exclude: str, n_layers: int) -> list[str]:
+    """Names of MatMul nodes to keep in fp32 for a recipe (found by walking the graph)."""
+    if exclude == "none":
+        return []
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    producers = {out: node for node in graph.node for out in node.output}
+    matmuls = [n for n in graph.node if n.op_type == "MatMul"]
+    names: list[str] = []
+    # The FFN output projection is the MatMul fed by the GELU activation (outlier-heavy inputs).
+    for node in matmuls:
+        src = producers.get(node.input[0])
+        if src is not None and src.op_type in ("Gelu", "FastGelu", "BiasGelu", "Mul", "Erf"):
+            names.append(node.name)
+    if exclude == "ffn-out+last-layer":
+        ordered = [n.name for n in graph.node if n.op_type in ("MatMul", "Attention")]
+        per_layer = max(1, len(ordered) // max(1, n_layers))
+        names.extend(ordered[-per_layer:])
+    return sorted(set(names))
+
+
+def _quantize(bundle: Bundle, fp32: Path, dst: Path, recipe: QuantRecipe, work: Path) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    src = fp32
+    if recipe.optimize:
+        src = work / "model.opt.onnx"
+        if not src.exists():
+            _optimize(bundle, fp32, src)
+    _, _, layers = _model_shape(bundle)
+    quantize_dynamic(
+        str(src),
+        str(dst),
+        weight_type=QuantType.QInt8,
+        per_channel=recipe.per_channel,
+        reduce_range=recipe.reduce_range,
+        op_types_to_quantize=["MatMul", "Attention", "Gather"] if recipe.optimize else None,
+        nodes_to_exclude=_excluded_nodes(src, recipe.exclude, layers),
+        extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+
+
+def _label_sets(probs: np.ndarray, thresholds: list[float]) -> np.ndarray:
+    return (probs >= np.asarray(thresholds)[None, :]).astype(np.int64)
+
+
+def _compare(ref_probs: np.ndarray, probs: np.ndarray, y: np.ndarray, thresholds: list[float]) -> dict[str, float]:
+    ref_pred, pred = _label_sets(ref_probs, thresholds), _label_sets(probs, thresholds)
+    f_ref, _ = macro_f1(y, ref_pred)
+    f, _ = macro_f1(y, pred)
+    return {
+        "max_abs_prob_diff": float(np.max(np.abs(ref_probs - probs))) if len(probs) else 0.0,
+        "label_agreement": float(np.mean(np.all(ref_pred == pred, axis=1))) if len(probs) else 1.0,
+        "macro_f1": round(f, 4),
+        "macro_f1_delta": round(f - f_ref, 4),
+    }
+
+
+def _register(bundle: Bundle) -> Bundle:
+    """Rehash the bundle's files into its manifest (new ONNX files become part of it)."""
+    return write_bundle_manifest(bundle.path, bundle.manifest)
+
+
+def export(
+    bundle_path: str | Path,
+    data: str | Path | None = None,
+    gates: Gates | None = None,
+    limit: int | None = None,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Export all three ONNX files into the bundle and write the parity report. Raises ExportError."""
+    gates = gates or Gates()
+    bundle = load_bundle(bundle_path)
+    data = data or bundle.manifest.training.get("config", {}).get("dev_file", "data/dev.jsonl")
+    examples = read_examples(data)[:limit] if limit else read_examples(data)
+    texts = [e.text for e in examples]
+    y = label_matrix(examples)
+    thresholds = bundle.thresholds
+    onnx_dir = bundle.path / "onnx"
+    work = bundle.path / "onnx.work.tmp"
+    shutil.rmtree(onnx_dir, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    t0 = time.perf_counter()
+
+    log(f"[1/4] torch fp32 reference on {len(texts)} sentences from {data}")
+    ref = load(bundle, "torch", device="cpu").classify(texts).probs
+    f_ref, _ = macro_f1(y, _label_sets(ref, thresholds))
+
+    log("[2/4] ONNX fp32 export")
+    fp32 = bundle.path / ONNX_FILES["onnx"]
+    _export_fp32(bundle, fp32)
+    bundle = _register(bundle)
+    cmp = _compare(ref, load(bundle, "onnx").classify(texts).probs, y, thresholds)
+    onnx_parity = Parity("onnx", **cmp, passed=cmp["max_abs_prob_diff"] <= gates.fp32_max_abs_prob)
+
+    log("[3/4] int8: transformer optimizer + dynamic quantization ladder")
+    int8 = bundle.path / ONNX_FILES["onnx-int8"]
+    attempts: list[dict[str, Any]] = []
+    chosen: dict[str, Any] | None = None
+    for recipe in LADDER:
+        candidate = work / "candidate.int8.onnx"
+        _quantize(bundle, fp32, candidate, recipe, work)
+        shutil.copyfile(candidate, int8)
+        bundle = _register(bundle)
+        cmp = _compare(ref, load(bundle, "onnx-int8").classify(texts).probs, y, thresholds)
+        ok = cmp["label_agreement"] >= gates.int8_min_agreement and -cmp["macro_f1_delta"] <= gates.int8_max_f1_drop
+        attempts.append({"recipe": asdict(recipe), **cmp, "passed": ok,
+                         "size_mb": round(candidate.stat().st_size / 2**20, 1)})
+        log(f"      {recipe.name}: agreement {cmp['label_agreement']:.4f}, "
+            f"max|Δp| {cmp['max_abs_prob_diff']:.4f}, ΔF1 {cmp['macro_f1_delta']:+.4f} -> {'pass' if ok else 'fail'}")
+        if ok:
+            chosen = {**cmp, "recipe": recipe.name}
+            break
+    if chosen is None:
+        int8.unlink(missing_ok=True)
+        bundle = _register(bundle)
+        best = max(attempts, key=lambda a: a["label_agreement"])
+        int8_parity = Parity("onnx-int8", **{k: best[k] for k in cmp}, passed=False, attempts=attempts,
+                             note="no quantization recipe passed the gate; int8 model not written")
+    else:
+        int8_parity = Parity("onnx-int8", **{k: chosen[k] for k in cmp}, passed=True, recipe=chosen["recipe"],
+                             attempts=attempts)
+
+    log("[4/4] fp16 for the CUDA execution provider")
+    fp16 = bundle.path / ONNX_FILES["cuda"]
+    _optimize(bundle, fp32, fp16, fp16=True)
+    bundle = _register(bundle)
+    try:
+        cmp = _compare(ref, load(bundle, "cuda").classify(texts).probs, y, thresholds)
+        fp16_parity = Parity("cuda", **cmp, passed=cmp["label_agreement"] >= gates.int8_min_agreement)
+    except RuntimeUnavailable as exc:
+        fp16_parity = Parity("cuda", None, None, None, None, passed=None,
+                             note=f"not verified here: {exc}")
+    shutil.rmtree(work, ignore_errors=True)
+
+    report = {
+        "data": str(data),
+        "n": len(texts),
+        "torch_macro_f1": round(f_ref, 4),
+        "gates": asdict(gates),
+        "runtimes": {p.runtime: asdict(p) for p in (onnx_parity, int8_parity, fp16_parity)},
+        "sizes_mb": {rt: round((bundle.path / rel).stat().st_size / 2**20, 1)
+                     for rt, rel in ONNX_FILES.items() if (bundle.path / rel).exists()},
+        "time_s": round(time.perf_counter() - t0, 1),
+    }
+    (bundle.path / PARITY_REPORT).parent.mkdir(exist_ok=True)
+    (bundle.path / PARITY_REPORT).write_text(json.dumps(report, indent=2) + "\n")
+    bundle.manifest.export = {
+        "opset": OPSET,
+        "files": {rt: rel for rt, rel in ONNX_FILES.items() if (bundle.path / rel).exists()},
+        "parity": {rt: {k: v for k, v in r.items() if k != "attempts"} for rt, r in report["runtimes"].items()},
+        "int8_recipe": int8_parity.recipe,
+    }
+    _register(bundle)
+
+    failures = []
+    if not onnx_parity.passed:
+        failures.append(f"ONNX fp32 differs from torch by {onnx_parity.max_abs_prob_diff:.2e} "
+                        f"(gate {gates.fp32_max_abs_prob:.0e})")
+    if not int8_parity.passed:
+        failures.append(f"int8: best label agreement {int8_parity.label_agreement:.4f} (gate "
+                        f"{gates.int8_min_agreement}), macro-F1 delta {int8_parity.macro_f1_delta:+.4f} "
+                        f"(gate -{gates.int8_max_f1_drop})")
+    if fp16_parity.passed is False:
+        failures.append(f"fp16 CUDA label agreement {fp16_parity.label_agreement:.4f}")
+    if failures:
+        raise ExportError("; ".join(failures) + f" — see {bundle.path / PARITY_REPORT}")
+    return report
+
