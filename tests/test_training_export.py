@@ -130,7 +130,11 @@ def test_failing_int8_gate_fails_export_and_drops_the_file(tiny_bundle: Path, tm
     bundle = load_bundle(copy)
     assert not bundle.has("onnx/model.int8.onnx") and bundle.has("onnx/model.onnx")
     report = json.loads((copy / "reports" / "parity.json").read_text())
-    assert len(report["runtimes"]["onnx-int8"]["attempts"]) == 4  # every recipe was tried and recorded
+    from training.export import LADDER
+
+    attempts = [a for a in report["runtimes"]["onnx-int8"]["attempts"] if "recipe" in a]
+    assert len(attempts) == len(LADDER)  # every recipe was tried and recorded
+    assert any("sensitivity_ranking" in a for a in report["runtimes"]["onnx-int8"]["attempts"])
 
 
 def test_resume_continues_an_interrupted_run(tiny_base: Path, tiny_data: dict, tmp_path: Path,
