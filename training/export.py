@@ -46,8 +46,7 @@ class QuantRecipe:
     per_channel: bool
     weight_type: str = "uint8"  # uint8 weights use ORT's u8u8 kernels, which do not saturate on AVX2
     optimize: bool = True
-    # Keep this many of the most sensitive FFN-output MatMuls in fp32; -1: all of them; -2: every FFN MatMul.
-    exclude_sensitive: int = 0
+    exclude_sensitive: int = 0  # keep this many of the most sensitive FFN MatMuls in fp32 (-1: all)
 
 
 # From naive to conservative. On multilingual-e5-small the naive setting collapses (issue #9599);
@@ -57,9 +56,10 @@ class QuantRecipe:
 LADDER = [
     QuantRecipe("naive: per-tensor int8, unoptimized graph", per_channel=False, weight_type="int8", optimize=False),
     QuantRecipe("optimized graph, per-channel uint8", per_channel=True),
-    QuantRecipe("+ 4 most sensitive FFN-output MatMuls in fp32", per_channel=True, exclude_sensitive=4),
-    QuantRecipe("+ all 12 FFN-output MatMuls in fp32", per_channel=True, exclude_sensitive=-1),
-    QuantRecipe("+ all FFN MatMuls in fp32 (attention stays int8)", per_channel=True, exclude_sensitive=-2),
+    QuantRecipe("+ 2 most sensitive FFN MatMuls in fp32", per_channel=True, exclude_sensitive=2),
+    QuantRecipe("+ 4 most sensitive FFN MatMuls in fp32", per_channel=True, exclude_sensitive=4),
+    QuantRecipe("+ 8 most sensitive FFN MatMuls in fp32", per_channel=True, exclude_sensitive=8),
+    QuantRecipe("all FFN MatMuls in fp32", per_channel=True, exclude_sensitive=-1),
 ]
 
 
@@ -253,11 +253,11 @@ def export(
         exclude: list[str] = []
         if recipe.exclude_sensitive:
             if ranking is None:
-                calib = texts[:: max(1, len(texts) // 96)]
+                calib = texts[:: max(1, len(texts) // 128)]
                 onnx_probs = _probs_with(bundle, fp32, calib)
-                ranking = rank_sensitivity(bundle, opt, ffn_out, calib, onnx_probs, work, log)
+                ranking = rank_sensitivity(bundle, opt, ffn_in + ffn_out, calib, onnx_probs, work, log)
             k = len(ranking) if recipe.exclude_sensitive < 0 else recipe.exclude_sensitive
-            exclude = [name for name, _ in ranking[:k]] + (ffn_in if recipe.exclude_sensitive == -2 else [])
+            exclude = [name for name, _ in ranking[:k]]
         candidate = work / "candidate.int8.onnx"
         _quantize(opt if recipe.optimize else fp32, candidate, recipe, exclude)
         cmp = _compare(ref, _probs_with(bundle, candidate, texts), y, thresholds)
