@@ -52,10 +52,14 @@ class Result:
 
 
 class OnnxBackend:
-    def __init__(self, path: Path, runtime: str, threads: int | None) -> None:
+    def __init__(self, path: Path, runtime: str, threads: int | None, spin: bool = True) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
+        if not spin:
+            # Idle intra-op workers sleep instead of busy-waiting: costs a little latency, saves CPU for
+            # the HTTP loop and tokenization when they share the cores (serving).
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
         opts.intra_op_num_threads = threads or 0  # 0 = one per physical core
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -179,6 +183,7 @@ def load(
     threads: int | None = None,
     device: str | None = None,
     verify: bool = True,
+    spin: bool = True,
 ) -> Classifier:
     """Load a bundle with one runtime. Verifies the hashes of the files that runtime reads."""
     if runtime not in RUNTIMES:
@@ -194,5 +199,5 @@ def load(
     if runtime == "torch":
         backend: Backend = TorchBackend(b.hf_dir, threads, device)
     else:
-        backend = OnnxBackend(b.onnx_file(runtime), runtime, threads)
+        backend = OnnxBackend(b.onnx_file(runtime), runtime, threads, spin=spin)
     return Classifier(b, runtime, backend)

@@ -28,14 +28,25 @@ class Settings(BaseSettings):
     bundle: Path = Field(Path("artifacts/models/default"), description="Model bundle directory.")
     runtime: str = Field(DEFAULT_RUNTIME, description=f"One of {', '.join(RUNTIMES)}.")
     threads: int | None = Field(
-        None, ge=1, description="ONNX Runtime intra-op threads (default: every CPU this process may use)."
+        None,
+        ge=1,
+        description="ONNX Runtime intra-op threads (default: the CPUs this process may use, less one for the "
+        "event loop, HTTP and tokenization; at least 1).",
+    )
+    ort_spin: bool = Field(
+        False,
+        description="Let idle ONNX Runtime workers busy-wait (lower latency when the cores are otherwise idle; "
+        "off by default because the HTTP loop shares the cores).",
     )
 
     # --- dynamic batching -------------------------------------------------------------------
     batching: bool = Field(True, description="Merge concurrent requests into one runtime call.")
     max_batch_size: int = Field(64, ge=1, description="Most sentences merged into one runtime call.")
     max_batch_tokens: int = Field(
-        8192, ge=1, description="Most padded tokens in one forward pass (the runtime splits a call to fit)."
+        512,
+        ge=1,
+        description="Most padded tokens in one forward pass: the runtime splits a merged call into forward "
+        "passes of similar-length sentences within this budget (CPU caches favour ~512; raise it on a GPU).",
     )
     max_wait_ms: float = Field(
         2.0, ge=0, description="How long the first queued request waits for others to join its batch."
@@ -43,7 +54,9 @@ class Settings(BaseSettings):
     queue_limit: int = Field(
         1024, ge=1, description="Most sentences accepted and not yet answered; beyond it, 503 + Retry-After."
     )
-    retry_after_s: int = Field(1, ge=0, description="Retry-After seconds sent with a 503 when the queue is full.")
+    retry_after_s: int = Field(
+        1, ge=0, description="Retry-After seconds sent with a 503 when the queue is full."
+    )
 
     # --- request limits ---------------------------------------------------------------------
     max_items: int = Field(256, ge=1, description="Most items in one request.")
@@ -73,7 +86,7 @@ class Settings(BaseSettings):
 
     # --- process ----------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address to bind (0.0.0.0 in a container).")
-    port: int = Field(8000, ge=0, le=65535, description="Port to bind (0: pick a free one).")
+    port: int = Field(8000, ge=1, le=65535, description="Port to bind.")
     drain_timeout_s: float = Field(
         30.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
     )
@@ -97,13 +110,20 @@ class Settings(BaseSettings):
     # --- derived ----------------------------------------------------------------------------
     @property
     def intra_op_threads(self) -> int:
-        """The explicit ONNX Runtime thread count: SITREP_THREADS, or the CPUs this process may use."""
+        """The explicit ONNX Runtime thread count: SITREP_THREADS, or the usable CPUs less one.
+
+        One CPU is left to the event loop (HTTP parsing, validation, JSON) and the tokenizer: on 2 cores,
+        2 intra-op threads competing with the event loop made ONNX Runtime's workers wait on each other,
+        costing 28.7 server CPU ms per sentence against 15.7 with 1 thread (single-sentence requests at
+        concurrency 32, default model in int8; `sitrep bench http`, see serving/README.md).
+        """
         if self.threads:
             return self.threads
         try:
-            return max(1, len(os.sched_getaffinity(0)))
+            usable = len(os.sched_getaffinity(0))
         except AttributeError:  # not Linux
-            return max(1, os.cpu_count() or 1)
+            usable = os.cpu_count() or 1
+        return max(1, usable - 1)
 
     def key_values(self) -> list[str]:
         return [k.get_secret_value() for k in self.api_keys]

@@ -1,0 +1,153 @@
+"""The container recipes: hadolint, and Dockerfile.cpu's own COPY + pip lines in a fresh venv give a server.
+
+No Docker engine runs here, so the test replays what the image build does: the `base` stage's COPY lines
+(into a scratch root) and its RUN lines that call pip (verbatim, with /tmp/src mapped into that root),
+in a new virtualenv. The result must serve /classify from the tiny bundle without torch installed.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from serving.process import ServerProcess
+
+REPO = Path(__file__).resolve().parent.parent
+DOCKERFILES = ("Dockerfile.cpu", "Dockerfile.gpu")
+
+
+def instructions(dockerfile: Path, stage: str) -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) of one build stage, line continuations joined, comments dropped."""
+    logical: list[str] = []
+    buf = ""
+    for line in dockerfile.read_text(encoding="utf-8").splitlines():
+        if not buf and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        if line.rstrip().endswith("\\"):
+            buf += line.rstrip()[:-1] + " "
+            continue
+        logical.append(buf + line)
+        buf = ""
+    out: list[tuple[str, str]] = []
+    current = None
+    for line in logical:
+        word, _, args = line.strip().partition(" ")
+        if word.upper() == "FROM":
+            current = args.split(" AS ")[-1].strip() if " AS " in args else None
+            continue
+        if current == stage:
+            out.append((word.upper(), args.strip()))
+    return out
+
+
+def replay_copy(args: str, root: Path) -> None:
+    parts = [p for p in shlex.split(args) if not p.startswith("--")]
+    *sources, dest = parts
+    target = root / dest.lstrip("/")
+    for src in sources:
+        path = REPO / src
+        assert path.exists(), f"COPY {src}: not in the repository"
+        if path.is_dir():
+            shutil.copytree(
+                path, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
+            )
+        else:
+            dst = target / path.name if dest.endswith("/") else target
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dst)
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_hadolint(name: str) -> None:
+    hadolint = Path(sys.executable).parent / "hadolint"
+    proc = subprocess.run(
+        [str(hadolint), "--no-color", str(REPO / name)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+@pytest.mark.parametrize("name", DOCKERFILES)
+def test_dockerfile_basics(name: str) -> None:
+    text = (REPO / name).read_text(encoding="utf-8")
+    assert re.search(r"^USER 10001$", text, re.M), "must not run as root"
+    assert "HEALTHCHECK" in text and "/readyz" in text
+    assert 'CMD ["python", "-m", "serving"]' in text
+    assert "torch" not in text.replace("no torch", "").replace("No torch", "")
+    extra = "serve" if name.endswith("cpu") else "gpu"
+    assert f'"/tmp/src[{extra}]"' in text
+
+
+def test_cpu_image_install_serves_without_torch(tiny_bundle: Path, tmp_path: Path) -> None:
+    steps = instructions(REPO / "Dockerfile.cpu", "base")
+    root = tmp_path / "image"
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
+    env = {
+        "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
+    }
+    ran = 0
+    for word, args in steps:
+        if word == "COPY":
+            replay_copy(args, root)
+        elif word == "RUN" and "pip install" in args:
+            command = args.replace("/tmp/src", str(root / "tmp" / "src"))
+            proc = subprocess.run(
+                ["bash", "-euo", "pipefail", "-c", command],
+                env={**_base_env(), **env},
+                capture_output=True,
+                text=True,
+                timeout=600,
+                cwd=tmp_path,
+            )
+            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+            ran += 1
+    assert ran == 1
+    assert not (root / "tmp" / "src").exists()  # the image keeps only the installed package
+    python = venv / "bin" / "python"
+    installed = subprocess.run(
+        [str(python), "-m", "pip", "list", "--format=freeze"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout.lower()
+    assert "onnxruntime==" in installed and "fastapi==" in installed
+    for heavy in ("torch", "transformers", "ray", "pyarrow", "scikit-learn", "matplotlib"):
+        assert f"\n{heavy}==" not in "\n" + installed, f"{heavy} is installed by the serve extras"
+    workdir = tmp_path / "srv"  # like WORKDIR /srv: run the installed package, not a source tree
+    workdir.mkdir()
+    server_env = {"SITREP_BUNDLE": str(tiny_bundle), "SITREP_THREADS": "1", "PATH": env["PATH"]}
+    with ServerProcess(server_env, startup_timeout_s=120, python=str(python), cwd=workdir) as server:
+        r = httpx.post(
+            server.url + "/classify", json={"items": [{"id": "a", "text": "The group said it hit the base."}]}
+        )
+        log = server.log()
+    assert r.status_code == 200, log[-3000:]
+    assert r.json()["results"][0]["id"] == "a"
+    assert (
+        str(venv)
+        in subprocess.run(
+            [str(python), "-c", "import serving; print(serving.__file__)"],
+            capture_output=True,
+            text=True,
+            cwd=workdir,
+            check=True,
+        ).stdout
+    )
+
+
+def _base_env() -> dict[str, str]:
+    """The pip configuration of this machine (index, wheels), so the install works offline here."""
+    import os
+
+    keep = ("PIP_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "SSL_CERT", "REQUESTS_CA_BUNDLE", "LANG", "LC_")
+    return {k: v for k, v in os.environ.items() if k.startswith(keep) or k in ("TMPDIR",)}
