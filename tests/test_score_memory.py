@@ -8,20 +8,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.tiny_model import WORDS
+
 REPO = Path(__file__).resolve().parent.parent
-WORDS = (
-    "drone",
-    "strike",
-    "base",
-    "ministry",
-    "said",
-    "militia",
-    "claimed",
-    "killed",
-    "رهگیری",
-    "قصف",
-    "پهپاد",
-)
 PAYLOAD_CHARS = 4000  # an unused field per row, so the file is large while scoring stays cheap
 
 CHILD = """

@@ -17,21 +17,9 @@ import pytest
 from serving.batch.engine_local import score_local
 from serving.batch.options import ScoreError, ScoreOptions
 from serving.batch.writer import COMMITS, MANIFEST, REJECTS
+from tests.tiny_model import WORDS
 
 REPO = Path(__file__).resolve().parent.parent
-WORDS = (
-    "drone",
-    "strike",
-    "base",
-    "ministry",
-    "said",
-    "militia",
-    "claimed",
-    "killed",
-    "رهگیری",
-    "قصف",
-    "پهپاد",
-)
 
 
 def make_input(path: Path, n: int, seed: int = 0) -> tuple[set[str], set[str]]:

@@ -14,6 +14,20 @@ from models.corpus import read_examples
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 MAX_LENGTH = 64
+# Words for generated scoring inputs (large files whose content does not matter), in three scripts.
+WORDS = (
+    "drone",
+    "strike",
+    "base",
+    "ministry",
+    "said",
+    "militia",
+    "claimed",
+    "killed",
+    "رهگیری",
+    "قصف",
+    "پهپاد",
+)
 
 
 def corpus_texts(data_dir: Path) -> list[str]:

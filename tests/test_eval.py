@@ -1,0 +1,246 @@
+"""`sitrep eval`: report.json schema, slices without positives, gates, self-contained HTML, RTL text."""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sklearn.metrics import f1_score
+from typer.testing import CliRunner
+
+from eval.metrics import calibration_bins, expected_calibration_error, slice_scores
+from eval.render import text_dir
+from models.bundle import load_bundle, write_bundle_manifest
+from models.corpus import label_matrix, read_examples
+from models.labels import LABELS
+from models.metrics import macro_f1
+from models.runtime import load
+from sitrep.cli import app
+
+runner = CliRunner()
+TOP_KEYS = {
+    "schema_version", "created", "data", "model", "runtime", "thresholds", "n", "macro_f1", "micro_f1",
+    "labels_averaged", "labels_excluded", "per_label", "per_language", "ece", "calibration", "pr_curves",
+    "cooccurrence", "errors", "truncated", "notes", "timing_s", "baseline", "deltas", "comparison",
+}  # fmt: skip
+
+
+def run_eval(*args: str | Path) -> tuple[int, str]:
+    result = runner.invoke(app, ["eval", *map(str, args), "--quiet"])
+    return result.exit_code, result.output + (
+        str(result.exception) if result.exit_code not in (0, 1, 2) else ""
+    )
+
+
+@pytest.fixture(scope="module")
+def report_dir(
+    tiny_bundle: Path, tiny_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    out = tmp_path_factory.mktemp("report")
+    code, output = run_eval(tiny_bundle, "--data", tiny_data["test"], "--report", out, "--errors", "50")
+    assert code == 0, output
+    return out
+
+
+def test_report_json_schema_and_values(
+    report_dir: Path, tiny_bundle: Path, tiny_data: dict[str, Path]
+) -> None:
+    report = json.loads((report_dir / "report.json").read_text(encoding="utf-8"))
+    assert set(report) == TOP_KEYS
+    bundle = load_bundle(tiny_bundle, verify=False)
+    assert report["model"] == {"name": bundle.name, "version": bundle.version, "kind": "bundle"}
+    assert report["runtime"] == "onnx-int8"
+    assert report["thresholds"] == {k: round(v, 4) for k, v in bundle.manifest.thresholds.items()}
+    examples = read_examples(tiny_data["test"])
+    assert report["n"] == report["data"]["n"] == len(examples)
+    for label in LABELS:
+        assert {"precision", "recall", "f1", "support", "predicted", "average_precision", "ece"} <= set(
+            report["per_label"][label]
+        )
+    assert set(report["per_language"]) == {e.lang for e in examples}
+    for s in report["per_language"].values():
+        assert {"n", "macro_f1", "per_label", "labels_excluded", "ece"} <= set(s)
+    assert sum(s["n"] for s in report["per_language"].values()) == report["n"]
+    assert 0.0 <= report["ece"] <= 1.0 and set(report["calibration"]["per_label"]) == set(LABELS)
+    assert sum(b["n"] for b in report["calibration"]["bins"]) == report["n"] * len(LABELS)
+
+    # The numbers are the runtime's predictions scored by models.metrics, recomputed independently here.
+    result = load(tiny_bundle, "onnx-int8").classify([e.text for e in examples])
+    y = label_matrix(examples)
+    pred = np.asarray([[int(x in labels) for x in LABELS] for labels in result.labels])
+    assert report["macro_f1"] == pytest.approx(macro_f1(y, pred)[0], abs=1e-4)
+    assert report["micro_f1"] == pytest.approx(f1_score(y, pred, average="micro", zero_division=0), abs=1e-4)
+    assert report["ece"] == pytest.approx(expected_calibration_error(result.probs, y), abs=1e-4)
+    assert report["truncated"]["n"] == sum(result.truncated)
+    co = np.asarray(report["cooccurrence"]["gold_vs_predicted"])
+    assert np.trace(co[:4, :4]) == int((pred & y).sum())  # the diagonal holds the true positives
+
+
+def test_ece_by_hand() -> None:
+    probs = np.asarray([[0.05], [0.15], [0.95], [0.95]])
+    y = np.asarray([[0], [1], [1], [0]])
+    # bins: [0,.1): p .05 rate 0 -> .05; [.1,.2): p .15 rate 1 -> .85; [.9,1]: p .95 rate .5 -> .45
+    assert expected_calibration_error(probs, y) == pytest.approx(0.25 * 0.05 + 0.25 * 0.85 + 0.5 * 0.45)
+    bins = calibration_bins(probs, y)
+    assert [b["n"] for b in bins] == [1, 1, 0, 0, 0, 0, 0, 0, 0, 2]
+    assert (
+        expected_calibration_error(np.asarray([1.0, 0.0]), np.asarray([1, 0])) == 0.0
+    )  # p=1 is the last bin
+
+
+def test_label_without_positives_is_left_out_and_flagged(
+    tiny_bundle: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    rows = [json.loads(x) for x in tiny_data["test"].read_text(encoding="utf-8").splitlines() if x.strip()]
+    # A language slice "xx" made of sentences without `claim` (but with some other label).
+    picked = [r for r in rows if "claim" not in r["labels"] and r["labels"]][:6]
+    assert len(picked) == 6 and {x for r in picked for x in r["labels"]} - {"claim"}
+    for r in picked:
+        r["lang"] = "xx"
+    data = tmp_path / "slice.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    code, output = run_eval(tiny_bundle, "--data", data, "--report", tmp_path / "r")
+    assert code == 0, output
+    report = json.loads((tmp_path / "r" / "report.json").read_text(encoding="utf-8"))
+    xx = report["per_language"]["xx"]
+    assert "claim" in xx["labels_excluded"] and "claim" not in xx["labels_averaged"]
+    assert xx["per_label"]["claim"]["f1"] is None and xx["per_label"]["claim"]["recall"] is None
+    assert xx["per_label"]["claim"]["support"] == 0
+    # The slice's macro-F1 averages only the labels that have positives.
+    f1s = [xx["per_label"][k]["f1"] for k in xx["labels_averaged"]]
+    assert xx["macro_f1"] == pytest.approx(sum(f1s) / len(f1s), abs=2e-4)
+    assert any("'xx'" in n and "claim" in n for n in report["notes"])
+    assert "'xx'" in (tmp_path / "r" / "report.md").read_text(encoding="utf-8")
+    assert "language &#x27;xx&#x27;" in (tmp_path / "r" / "report.html").read_text(encoding="utf-8")
+
+
+def test_slice_scores_with_no_positive_at_all() -> None:
+    y = np.zeros((3, 4), dtype=np.int64)
+    s = slice_scores(y, y)
+    assert s["macro_f1"] is None and s["labels_excluded"] == list(LABELS)
+
+
+def test_html_is_self_contained_with_inline_pngs(report_dir: Path) -> None:
+    page = (report_dir / "report.html").read_text(encoding="utf-8")
+    assert "<script" not in page and "<link" not in page and "@import" not in page and "url(" not in page
+    srcs = re.findall(r'\ssrc="([^"]*)"', page)
+    hrefs = re.findall(r'\shref="([^"]*)"', page)
+    assert srcs and all(s.startswith("data:image/png;base64,") for s in srcs)
+    assert all(h.startswith("#") for h in hrefs)
+    assert len(srcs) == 4  # PR curves, reliability, per-language bars, label tables
+    for s in srcs:
+        assert base64.b64decode(s.split(",", 1)[1]).startswith(b"\x89PNG\r\n\x1a\n")
+    for section in ("Per label", "Per language", "Precision-recall", "Reliability", "Worst errors"):
+        assert section in page
+    md = (report_dir / "report.md").read_text(encoding="utf-8")
+    for rel in re.findall(r"\]\((plots/[^)]+\.png)\)", md):
+        assert (report_dir / rel).read_bytes().startswith(b"\x89PNG")
+
+
+def test_worst_errors_keep_text_and_render_rtl(report_dir: Path, tiny_data: dict[str, Path]) -> None:
+    report = json.loads((report_dir / "report.json").read_text(encoding="utf-8"))
+    page = (report_dir / "report.html").read_text(encoding="utf-8")
+    source = {e.id: e.text for e in read_examples(tiny_data["test"])}
+    items = [it for v in report["errors"].values() for kind in v.values() for it in kind]
+    assert items, "the tiny model makes errors"
+    for label, v in report["errors"].items():
+        fp = [it["probs"][label] for it in v["false_positives"]]
+        fn = [it["probs"][label] for it in v["false_negatives"]]
+        assert fp == sorted(fp, reverse=True) and fn == sorted(fn)  # most confident FPs, least confident FNs
+        cut = report["thresholds"][label]
+        assert all(p >= cut - 1e-4 for p in fp) and all(p <= cut + 1e-4 for p in fn)  # (4-decimal rounding)
+    for it in items:
+        assert it["text"] == source[it["id"]]  # byte-for-byte (ZWNJ, diacritics, ی/ي)
+        assert html.escape(it["text"], quote=True) in page
+    rtl = [it for it in items if it["lang"] in ("ar", "fa")]
+    assert rtl, "Arabic/Persian rows among the errors"
+    for it in rtl:
+        assert (
+            f'<td class="text" dir="rtl" lang="{it["lang"]}">{html.escape(it["text"], quote=True)}</td>'
+            in page
+        )
+    en = next(it for it in items if it["lang"] == "en")
+    assert f'dir="auto" lang="en">{html.escape(en["text"], quote=True)}' in page
+
+
+def test_text_direction() -> None:
+    assert text_dir('"K1" قاعدة عسكرية قرب كركوك', "") == "rtl"  # starts with Latin, still RTL
+    assert text_dir("می‌گوید", "und") == "rtl"
+    assert text_dir("Anything at all", "ur") == "rtl"
+    assert text_dir("The group said", "en") == "auto"
+
+
+def _degraded_copy(tiny_bundle: Path, dst: Path) -> Path:
+    """The tiny bundle with every threshold at 1.0: it predicts nothing, so every F1 falls to 0."""
+    shutil.copytree(tiny_bundle, dst)
+    bundle = load_bundle(dst, verify=False)
+    bundle.manifest.thresholds = dict.fromkeys(LABELS, 1.0)
+    write_bundle_manifest(dst, bundle.manifest)
+    return dst
+
+
+def test_gates_exit_codes(tiny_bundle: Path, tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    data = tiny_data["test"]
+    code, out = run_eval(tiny_bundle, "--data", data, "--report", tmp_path / "a", "--fail-under", "0.0")
+    assert code == 0, out
+    f1 = json.loads((tmp_path / "a" / "report.json").read_text())["macro_f1"]
+    assert f1 > 0, "precondition: the tiny model gets some label right"
+    code, out = run_eval(
+        tiny_bundle, "--data", data, "--report", tmp_path / "b", "--fail-under", f"{f1 + 0.01:.4f}"
+    )
+    assert code == 1 and "fail-under" in out
+    assert (tmp_path / "b" / "report.html").exists()  # the report is written even when the gate fails
+
+    worse = _degraded_copy(tiny_bundle, tmp_path / "worse")
+    code, out = run_eval(worse, "--data", data, "--report", tmp_path / "c", "--baseline", tiny_bundle,
+                         "--max-regression", "0.5")  # fmt: skip
+    assert code == 1 and "max-regression" in out
+    report = json.loads((tmp_path / "c" / "report.json").read_text())
+    assert report["baseline"]["macro_f1"] == pytest.approx(f1, abs=1e-4)
+    assert report["deltas"]["macro_f1"] == pytest.approx(-f1, abs=1e-4)
+    worse_rows = {(r["slice"], r["metric"]) for r in report["comparison"] if r["worse"]}
+    assert ("all", "macro_f1") in worse_rows and ("all", "micro_f1") in worse_rows
+    assert "▼ worse" in (tmp_path / "c" / "report.md").read_text(encoding="utf-8")
+    assert '<tr class="worse">' in (tmp_path / "c" / "report.html").read_text(encoding="utf-8")
+
+    # The other way round nothing got worse in macro-F1, so the regression gate passes.
+    code, out = run_eval(tiny_bundle, "--data", data, "--report", tmp_path / "d", "--baseline", worse,
+                         "--max-regression", "0.5")  # fmt: skip
+    assert code == 0, out
+
+
+def test_bad_input_exits_2(tiny_bundle: Path, tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    code, out = run_eval(
+        tiny_bundle, "--data", tiny_data["test"], "--report", tmp_path, "--max-regression", "1"
+    )
+    assert code == 2 and "--baseline" in out
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": "x", "text": "t", "labels": ["not_a_label"]}\n', encoding="utf-8")
+    code, out = run_eval(tiny_bundle, "--data", bad, "--report", tmp_path / "r")
+    assert code == 2 and "not_a_label" in out
+    code, out = run_eval(tmp_path, "--data", tiny_data["test"], "--report", tmp_path / "r")
+    assert code == 2 and "neither a model bundle" in out
+
+
+def test_tfidf_baseline_plugs_in(tiny_bundle: Path, tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    from training.tfidf import train_tfidf
+
+    base = tmp_path / "tfidf"
+    train_tfidf(base, train_file=str(tiny_data["train"]), dev_file=str(tiny_data["dev"]), eval_files={})
+    code, out = run_eval(
+        tiny_bundle, "--data", tiny_data["test"], "--report", tmp_path / "r", "--baseline", base
+    )
+    assert code == 0, out
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["baseline"]["model"]["kind"] == "tfidf" and report["baseline"]["runtime"] == "sklearn"
+    assert set(report["baseline"]["per_language"]) == set(report["per_language"])
+    assert report["deltas"]["macro_f1"] == pytest.approx(
+        report["macro_f1"] - report["baseline"]["macro_f1"], abs=1e-4
+    )
+    assert len(report["comparison"]) == 3 + 5 * len(LABELS) + 2 * len(report["per_language"])

@@ -1,0 +1,134 @@
+"""`sitrep bench models` smoke on the tiny bundle: every field and ratio computed (no timing assertions)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from eval.bench_models import BenchError, BenchSpec, flops_profile, run_bench, select_sentences
+from eval.gemm_peak import encoder_flops
+from models.corpus import read_examples
+from sitrep.cli import app
+
+
+@pytest.fixture(scope="module")
+def bench(tiny_bundle: Path, tiny_data: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    out = tmp_path_factory.mktemp("bench")
+    res = CliRunner().invoke(app, ["bench", "models", str(tiny_bundle), "--data", str(tiny_data["test"]),
+                                   "--sentences", "12", "--batch-sizes", "1,4", "--min-batches", "3",
+                                   "--variants", "pipeline,onnx,onnx-int8,cuda", "--gemm-size", "64",
+                                   "--threads", "1", "--out", str(out)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    return {
+        "out": out,
+        "json": json.loads((out / "bench.json").read_text(encoding="utf-8")),
+        "output": res.output,
+    }
+
+
+def test_rows_ratios_and_fields(bench: dict) -> None:
+    b = bench["json"]
+    assert b["n_sentences"] == 12 and b["threads"] == 1
+    ok = [r for r in b["rows"] if r["status"] == "ok"]
+    assert {(r["variant"], r["batch_size"]) for r in ok} == {
+        (v, bs) for v in ("pipeline", "onnx", "onnx-int8") for bs in (1, 4)
+    }
+    for bs in (1, 4):
+        rows = {r["variant"]: r for r in ok if r["batch_size"] == bs}
+        pipe = rows["pipeline"]
+        for r in rows.values():
+            assert r["sentences_per_s"] > 0 and 0 < r["p50_ms"] <= r["p99_ms"] and r["peak_rss_mb"] > 0
+            assert r["speedup_vs_pipeline"] == pytest.approx(
+                r["sentences_per_s"] / pipe["sentences_per_s"], abs=0.01
+            )
+            assert r["rss_ratio_vs_pipeline"] == pytest.approx(
+                r["peak_rss_mb"] / pipe["peak_rss_mb"], abs=0.001
+            )
+            assert r["batches"] >= 3
+            peak = b["gemm_peak"][r["peak_kind"]]["peak_gflops"]
+            assert r["fraction_of_peak"] == pytest.approx(
+                r["executed_gflops_per_s"] / peak, rel=0.01, abs=1e-4
+            )
+            assert 0 <= r["macro_f1"] <= 1
+        assert pipe["speedup_vs_pipeline"] == 1.0
+        # Bulk mode (whole list, each side batching its own way) exists for batch sizes above 1.
+        for r in rows.values():
+            if bs == 1:
+                assert r["bulk_sentences_per_s"] is None
+            else:
+                assert r["bulk_sentences_per_s"] > 0
+                ratio = r["bulk_sentences_per_s"] / pipe["bulk_sentences_per_s"]
+                assert r["bulk_speedup_vs_pipeline"] == pytest.approx(ratio, abs=0.01)
+        # Peak RSS is each variant's own process: the ONNX worker never imports torch, the pipeline does
+        # (and neither inherits the test runner's high-water mark).
+        assert rows["onnx"]["peak_rss_mb"] < pipe["peak_rss_mb"]
+        assert rows["onnx"]["f1_delta_points_vs_fp32"] == 0.0 and rows["onnx"]["fp32_reference"] == "onnx"
+        # The pipeline runs the same checkpoint: its scores through the bundle's calibration match ONNX fp32.
+        assert rows["pipeline"]["max_abs_prob_diff_vs_fp32"] < 1e-3
+        assert rows["onnx"]["peak_kind"] == "fp32" and rows["pipeline"]["peak_kind"] == "fp32"
+        # The int8 model is compared with the integer kernel its weights select, and with the best one.
+        assert rows["onnx-int8"]["peak_kind"] == b["int8_kernel"] and b["int8_kernel"] in ("u8s8", "u8u8")
+        best = b["gemm_peak"]["int8"]["peak_gflops"]
+        assert best == max(b["gemm_peak"]["u8s8"]["peak_gflops"], b["gemm_peak"]["u8u8"]["peak_gflops"])
+        assert rows["onnx-int8"]["fraction_of_int8_peak"] == pytest.approx(
+            rows["onnx-int8"]["executed_gflops_per_s"] / best, rel=0.01, abs=1e-4
+        )
+    t = b["target"]
+    assert t["batch_size"] == 4 and isinstance(t["met"], bool) and t["speedup_mode"] == "bulk"
+    int8_row = next(r for r in ok if r["variant"] == "onnx-int8" and r["batch_size"] == 4)
+    assert t["speedup"] == int8_row["bulk_speedup_vs_pipeline"]
+    assert t["met"] == (t["speedup"] >= 4.0 and int8_row["f1_delta_points_vs_fp32"] >= -0.5)
+    for kind in ("fp32", "u8s8", "u8u8"):
+        assert b["gemm_peak"][kind]["peak_gflops"] > 0
+
+
+def test_cuda_skipped_with_reason_without_gpu(bench: dict) -> None:
+    import onnxruntime as ort
+
+    cuda = bench["json"]["variants"]["cuda"]
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("a CUDA provider is present here")
+    assert cuda["status"] == "skipped" and "CUDAExecutionProvider" in cuda["reason"]
+    assert "`cuda` skipped" in (bench["out"] / "bench.md").read_text(encoding="utf-8")
+
+
+def test_markdown_table(bench: dict) -> None:
+    md = (bench["out"] / "bench.md").read_text(encoding="utf-8")
+    assert "| variant | batch | requests: sentences/s | × pipeline |" in md
+    for v in ("pipeline", "onnx", "onnx-int8"):
+        assert f"| {v} | 1 |" in md and f"| {v} | 4 |" in md
+    assert "GEMM peak" in md and "Target at batch 4" in md
+    assert md in bench["output"]
+
+
+def test_flops_and_sentence_selection(tiny_data: dict[str, Path]) -> None:
+    # One layer, H=2, I=4, T=3: 8·3·4 + 4·3·2·4 + 4·9·2 = 96 + 96 + 72, head 2·4 + 2·2·4.
+    assert encoder_flops(3, 1, 2, 4, 4) == 96 + 96 + 72 + 8 + 16
+    shape = {"num_hidden_layers": 1, "hidden_size": 2, "intermediate_size": 4, "num_attention_heads": 1}
+    prof = flops_profile(np.asarray([3, 1]), shape, [1, 2])
+    assert prof["executed_flops_per_sentence"]["1"] == prof["useful_flops_per_sentence"]
+    assert prof["executed_flops_per_sentence"]["2"] == encoder_flops(3, 1, 2, 4, 4)  # both padded to 3
+    prof = flops_profile(np.asarray([3, 1, 3, 1]), shape, [2])
+    # In input order each batch pairs a 3 with a 1 (all padded to 3); sorted by length only half is.
+    assert prof["bulk_input_order"]["2"] == encoder_flops(3, 1, 2, 4, 4)
+    assert (
+        prof["bulk_length_sorted"]["2"] == (encoder_flops(3, 1, 2, 4, 4) + encoder_flops(1, 1, 2, 4, 4)) / 2
+    )
+    examples = read_examples(tiny_data["test"])
+    picked = select_sentences(examples, 9)
+    assert len(picked) == 9 and all(len(e.text) >= 60 for e in picked)
+    assert {e.lang for e in picked} == {e.lang for e in examples}  # round-robin over languages
+    assert [e.id for e in select_sentences(examples, 9)] == [e.id for e in picked]  # deterministic
+
+
+def test_bad_options(tiny_bundle: Path, tmp_path: Path) -> None:
+    res = CliRunner().invoke(
+        app, ["bench", "models", str(tiny_bundle), "--variants", "onnx,tensorrt", "-o", str(tmp_path)]
+    )
+    assert res.exit_code == 2 and "tensorrt" in res.output
+    with pytest.raises(BenchError, match="batch sizes"):
+        run_bench(BenchSpec(bundle=tiny_bundle, batch_sizes=[0]), tmp_path)
