@@ -51,4 +51,4 @@ report: install model
 	$(BIN)/sitrep eval $(MODEL) --data data/zeroshot.jsonl --report artifacts/reports/zeroshot
 
 clean:
-	rm -rf artifacts/models artifacts/reports
+	rm -rf artifacts/models artifacts/reports artifacts/crosslingual

@@ -132,3 +132,24 @@ def test_bad_options(tiny_bundle: Path, tmp_path: Path) -> None:
     assert res.exit_code == 2 and "tensorrt" in res.output
     with pytest.raises(BenchError, match="batch sizes"):
         run_bench(BenchSpec(bundle=tiny_bundle, batch_sizes=[0]), tmp_path)
+
+
+def test_missing_int8_is_skipped_with_reason(
+    tiny_bundle: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    import shutil
+
+    from models.bundle import load_bundle, write_bundle_manifest
+
+    bundle = tmp_path / "no-int8"
+    shutil.copytree(tiny_bundle, bundle)
+    (bundle / "onnx" / "model.int8.onnx").unlink()
+    write_bundle_manifest(bundle, load_bundle(bundle, verify=False).manifest)
+    spec = BenchSpec(bundle=bundle, data=tiny_data["test"], sentences=4, batch_sizes=[1, 2], min_batches=2,
+                     variants=["onnx", "onnx-int8"], threads=1, gemm_size=32)  # fmt: skip
+    result = run_bench(spec, tmp_path / "out", log=lambda *_: None)
+    assert result["variants"]["onnx"]["status"] == "ok"
+    skipped = result["variants"]["onnx-int8"]
+    assert skipped["status"] == "skipped" and "model.int8.onnx" in skipped["reason"]
+    assert result["target"]["met"] is None and "onnx-int8" in result["target"]["reason"]
+    assert "`onnx-int8` skipped" in result["markdown"]
