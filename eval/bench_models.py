@@ -30,6 +30,7 @@ from eval.gemm_peak import encoder_flops, gemm_peak, int8_kernel
 from eval.report import EvalError, load_examples, predicted_matrix, write_json
 from models.bundle import ONNX_FILES, BundleError, load_bundle
 from models.corpus import Example, label_matrix
+from models.cpu import cpu_name, has_vnni
 from models.encoding import TextEncoder, length_batches
 from models.labels import LABELS
 from models.metrics import macro_f1
@@ -438,17 +439,10 @@ def machine_info(threads: int | None) -> dict[str, Any]:
     import onnxruntime as ort
     import psutil
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
     return {
         "load_average_1m_at_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-        "cpu": cpu,
+        "cpu": cpu_name(),
+        "vnni": has_vnni(),
         "logical_cpus": os.cpu_count(),
         "physical_cores": psutil.cpu_count(logical=False),
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),

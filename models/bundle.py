@@ -165,6 +165,11 @@ class Bundle:
     def tokenizer_file(self) -> Path:
         return self.path / TOKENIZER_FILE
 
+    @property
+    def int8_needs_vnni(self) -> bool:
+        """The int8 model has int8 weights, verified on a CPU with VNNI (see models/cpu.py)."""
+        return bool(self.manifest.export.get("int8_needs_vnni", False))
+
     def onnx_file(self, runtime: str) -> Path:
         return self.path / ONNX_FILES[runtime]
 

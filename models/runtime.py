@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -23,6 +24,7 @@ import numpy as np
 
 from models.bundle import HF_DIR, ONNX_FILES, TOKENIZER_FILE, Bundle, BundleError, load_bundle
 from models.calibration import calibrated_probs, labels_above
+from models.cpu import has_vnni
 from models.encoding import Encoded, TextEncoder, length_batches
 
 RUNTIMES = ("onnx-int8", "onnx", "cuda", "torch")
@@ -196,6 +198,14 @@ def load(
             raise BundleError(f"{b.path}: runtime {runtime!r} needs {rel}, which this bundle lacks{hint}")
     if verify:
         b.verify(needed)
+    if runtime == "onnx-int8" and b.int8_needs_vnni and not has_vnni():
+        warnings.warn(
+            f"{b.path}: this int8 model has int8 weights, whose parity was checked on a CPU with VNNI; this CPU "
+            "has none, and its AVX2 int8 kernels can saturate, so results may drift from the parity report. "
+            "Run `sitrep export` on this machine (it then picks uint8 weights) or use runtime 'onnx'.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     if runtime == "torch":
         backend: Backend = TorchBackend(b.hf_dir, threads, device)
     else:

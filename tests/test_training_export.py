@@ -6,6 +6,7 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -130,10 +131,10 @@ def test_failing_int8_gate_fails_export_and_drops_the_file(tiny_bundle: Path, tm
     bundle = load_bundle(copy)
     assert not bundle.has("onnx/model.int8.onnx") and bundle.has("onnx/model.onnx")
     report = json.loads((copy / "reports" / "parity.json").read_text())
-    from training.export import LADDER
+    from training.export import ladder
 
     attempts = [a for a in report["runtimes"]["onnx-int8"]["attempts"] if "recipe" in a]
-    assert len(attempts) == len(LADDER)  # every recipe was tried and recorded
+    assert [a["recipe"]["name"] for a in attempts] == [r.name for r in ladder()]  # every recipe tried and recorded
     assert any("sensitivity_ranking" in a for a in report["runtimes"]["onnx-int8"]["attempts"])
 
 
@@ -182,3 +183,29 @@ def test_cli_help_lists_the_subcommands() -> None:
                          check=True, env={"COLUMNS": "200", "PATH": ""}).stdout
     for cmd in ("base", "data", "train", "export", "eval", "serve", "score", "bench"):
         assert cmd in out, cmd
+
+
+def test_int8_weight_recipes_only_with_vnni() -> None:
+    from training.export import LADDER, ladder
+
+    assert all(r.weight_type == "uint8" or not r.optimize for r in ladder(vnni=False))
+    assert [r for r in ladder(vnni=True) if r.needs_vnni] == [r for r in LADDER if r.needs_vnni] != []
+    assert all(r.weight_type == "int8" for r in LADDER if r.needs_vnni)
+
+
+def test_int8_model_verified_with_vnni_warns_on_a_cpu_without(
+    tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import models.runtime as runtime
+
+    copy = shutil.copytree(tiny_bundle, tmp_path / "b")
+    manifest = load_bundle(copy).manifest
+    manifest.export["int8_needs_vnni"] = True
+    write_bundle_manifest(copy, manifest)
+    monkeypatch.setattr(runtime, "has_vnni", lambda: False)
+    with pytest.warns(RuntimeWarning, match="VNNI"):
+        load(copy, "onnx-int8")
+    monkeypatch.setattr(runtime, "has_vnni", lambda: True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        load(copy, "onnx-int8")

@@ -20,8 +20,11 @@ import numpy as np
 
 from models.bundle import ONNX_FILES, Bundle, load_bundle, write_bundle_manifest
 from models.corpus import label_matrix, read_examples
+from models.cpu import cpu_name, has_vnni
+from models.encoding import TextEncoder
 from models.metrics import macro_f1
 from models.runtime import RuntimeUnavailable, load
+from training.outlier_split import fp32_node, split_outliers
 
 OPSET = 17
 PARITY_REPORT = "reports/parity.json"
@@ -47,20 +50,34 @@ class QuantRecipe:
     weight_type: str = "uint8"  # uint8 weights use ORT's u8u8 kernels, which do not saturate on AVX2
     optimize: bool = True
     exclude_sensitive: int = 0  # keep this many of the most sensitive FFN MatMuls in fp32 (-1: all)
+    # Split the FFN MatMuls' input channels whose calibration |max| exceeds this off into thin fp32
+    # MatMuls (training/outlier_split.py); None: no split.
+    outlier_threshold: float | None = None
+    needs_vnni: bool = False  # int8 weights: only tried, and only safe, on CPUs with VNNI (models/cpu.py)
 
 
-# From naive to conservative. On multilingual-e5-small the naive setting collapses (issue #9599);
-# per-channel weights on the optimized graph get most of the way; the rest of the error comes from a few
-# FFN layers whose activations have outliers (per-tensor dynamic activation scales), so those few
-# MatMuls, found by measuring each one's effect on dev, stay in fp32.
+# From naive to conservative; the first recipe that passes the gate is kept. On multilingual-e5-small
+# the naive setting collapses (issue #9599). The FFN MatMuls' inputs carry a few channels of "massive
+# activations" (20-70 against < 6 elsewhere) that ruin per-tensor dynamic activation scales. On a CPU
+# with VNNI, splitting those channels off into fp32 keeps every MatMul int8 with u8s8 kernels (the
+# fastest). Elsewhere (or if that fails) uint8 weights, and the FFN MatMuls that hurt most stay fp32.
 LADDER = [
     QuantRecipe("naive: per-tensor int8, unoptimized graph", per_channel=False, weight_type="int8", optimize=False),
+    QuantRecipe("optimized graph, per-channel int8 (u8s8)", per_channel=True, weight_type="int8", needs_vnni=True),
+    QuantRecipe("optimized graph, per-channel int8 (u8s8), FFN outlier channels (|x| > 4) in fp32",
+                per_channel=True, weight_type="int8", outlier_threshold=4.0, needs_vnni=True),
     QuantRecipe("optimized graph, per-channel uint8", per_channel=True),
     QuantRecipe("+ 2 most sensitive FFN MatMuls in fp32", per_channel=True, exclude_sensitive=2),
     QuantRecipe("+ 4 most sensitive FFN MatMuls in fp32", per_channel=True, exclude_sensitive=4),
     QuantRecipe("+ 8 most sensitive FFN MatMuls in fp32", per_channel=True, exclude_sensitive=8),
     QuantRecipe("all FFN MatMuls in fp32", per_channel=True, exclude_sensitive=-1),
 ]
+
+
+def ladder(vnni: bool | None = None) -> list[QuantRecipe]:
+    """The recipes export tries on this CPU (int8-weight ones only with VNNI)."""
+    vnni = has_vnni() if vnni is None else vnni
+    return [r for r in LADDER if vnni or not r.needs_vnni]
 
 
 @dataclass
@@ -187,6 +204,13 @@ def rank_sensitivity(
     return sorted(scores, key=lambda x: -x[1])
 
 
+def calibration_texts(bundle: Bundle, fallback: list[str], n: int = 256) -> list[str]:
+    """`n` sentences spread over the bundle's training file (the parity texts if it is not there)."""
+    train_file = Path(bundle.manifest.training.get("config", {}).get("train_file", ""))
+    pool = [e.text for e in read_examples(train_file)] if train_file.is_file() else fallback
+    return pool[:: max(1, len(pool) // n)][:n]
+
+
 def _label_sets(probs: np.ndarray, thresholds: list[float]) -> np.ndarray:
     return (probs >= np.asarray(thresholds)[None, :]).astype(np.int64)
 
@@ -249,8 +273,23 @@ def export(
     _optimize(bundle, fp32, opt)
     ffn_in, ffn_out = ffn_matmuls(opt)
     ranking: list[tuple[str, float]] | None = None
-    for recipe in LADDER:
+    splits: dict[float, tuple[Path, dict[str, list[int]]]] = {}
+    recipes = ladder()
+    for recipe in recipes:
         exclude: list[str] = []
+        src = opt if recipe.optimize else fp32
+        split: dict[str, list[int]] = {}
+        if recipe.outlier_threshold is not None:
+            if recipe.outlier_threshold not in splits:
+                path = work / f"model.split{recipe.outlier_threshold:g}.onnx"
+                calib = calibration_texts(bundle, texts)
+                found = split_outliers(opt, path, ffn_in + ffn_out, TextEncoder(bundle.tokenizer_file,
+                                       bundle.max_length), calib, recipe.outlier_threshold)
+                log(f"      outlier split: {sum(map(len, found.values()))} channels of {len(found)} FFN MatMuls "
+                    f"above |x| {recipe.outlier_threshold:g} on {len(calib)} calibration sentences")
+                splits[recipe.outlier_threshold] = (path, found)
+            src, split = splits[recipe.outlier_threshold]
+            exclude = [fp32_node(name) for name in split]
         if recipe.exclude_sensitive:
             if ranking is None:
                 calib = texts[:: max(1, len(texts) // 128)]
@@ -259,17 +298,18 @@ def export(
             k = len(ranking) if recipe.exclude_sensitive < 0 else recipe.exclude_sensitive
             exclude = [name for name, _ in ranking[:k]]
         candidate = work / "candidate.int8.onnx"
-        _quantize(opt if recipe.optimize else fp32, candidate, recipe, exclude)
+        _quantize(src, candidate, recipe, exclude)
         cmp = _compare(ref, _probs_with(bundle, candidate, texts), y, thresholds)
         ok = cmp["label_agreement"] >= gates.int8_min_agreement and -cmp["macro_f1_delta"] <= gates.int8_max_f1_drop
         attempts.append({"recipe": asdict(recipe), "fp32_nodes": exclude, **cmp, "passed": ok,
-                         "size_mb": round(candidate.stat().st_size / 2**20, 1)})
+                         "size_mb": round(candidate.stat().st_size / 2**20, 1)}
+                        | ({"outlier_channels": split} if split else {}))
         log(f"      {recipe.name}: agreement {cmp['label_agreement']:.4f}, "
             f"max|Δp| {cmp['max_abs_prob_diff']:.4f}, ΔF1 {cmp['macro_f1_delta']:+.4f} -> {'pass' if ok else 'fail'}")
         if ok:
             shutil.copyfile(candidate, int8)
             bundle = _register(bundle)
-            chosen = {**cmp, "recipe": recipe.name}
+            chosen = {**cmp, "recipe": recipe.name, "weights": recipe.weight_type, "needs_vnni": recipe.needs_vnni}
             break
     if ranking is not None:
         attempts.append({"sensitivity_ranking": [{"node": n, "mean_abs_prob_diff": round(d, 6)} for n, d in ranking]})
@@ -299,6 +339,7 @@ def export(
         "torch_macro_f1": round(f_ref, 4),
         "gates": asdict(gates),
         "runtimes": {p.runtime: asdict(p) for p in (onnx_parity, int8_parity, fp16_parity)},
+        "cpu": {"name": cpu_name(), "vnni": has_vnni()},
         "sizes_mb": {rt: round((bundle.path / rel).stat().st_size / 2**20, 1)
                      for rt, rel in ONNX_FILES.items() if (bundle.path / rel).exists()},
         "time_s": round(time.perf_counter() - t0, 1),
@@ -310,6 +351,8 @@ def export(
         "files": {rt: rel for rt, rel in ONNX_FILES.items() if (bundle.path / rel).exists()},
         "parity": {rt: {k: v for k, v in r.items() if k != "attempts"} for rt, r in report["runtimes"].items()},
         "int8_recipe": int8_parity.recipe,
+        "int8_weights": chosen["weights"] if chosen else None,
+        "int8_needs_vnni": bool(chosen and chosen["needs_vnni"]),
     }
     _register(bundle)
 

@@ -1,0 +1,46 @@
+"""What the CPU can do, where it decides which int8 kernels are safe.
+
+ONNX Runtime runs a MatMul with uint8 activations and int8 weights (u8s8) on x86 through one of two
+instruction families. With VNNI (AVX512-VNNI or AVX-VNNI) products accumulate straight into int32 and
+u8s8 is the fastest path (on this project's Zen 4 machine 2.5× the u8u8 kernel). Without VNNI the
+AVX2 kernel sums pairs of products into int16 first and can saturate, so an int8-weight model that
+passed its parity gate on a VNNI machine may lose accuracy on an older CPU; uint8 weights (u8u8) are
+safe everywhere. Export only tries int8 weights where VNNI is present, records that in the bundle,
+and the runtime warns when such a model is loaded on a CPU without it.
+"""
+
+from __future__ import annotations
+
+import platform
+from functools import cache
+from pathlib import Path
+
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni")
+
+
+@cache
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags Linux reports (empty elsewhere: callers then assume the least)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def has_vnni() -> bool:
+    """True when u8s8 int8 kernels cannot saturate here (x86 with AVX512-VNNI or AVX-VNNI)."""
+    return platform.machine().lower() in ("x86_64", "amd64") and any(f in cpu_flags() for f in VNNI_FLAGS)
+
+
+@cache
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

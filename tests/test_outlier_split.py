@@ -1,0 +1,68 @@
+"""The outlier-channel split of the int8 export: exact in fp32, and it narrows the int8 activation range."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from models.bundle import load_bundle
+from models.encoding import TextEncoder
+from training.export import _optimize, _probs_with, ffn_matmuls
+from training.outlier_split import activation_absmax, fp32_node, split_outliers
+
+TEXTS = [
+    "The group said its fighters struck the base with two drones.",
+    "قالت وزارة الدفاع إن الهجوم أسفر عن مقتل ثلاثة جنود.",
+    "سخنگوی سپاه گفت این حمله در پاسخ به ترور فرماندهان انجام شد.",
+    "No casualties were reported.",
+]
+
+
+@pytest.fixture(scope="module")
+def optimized(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    bundle = load_bundle(tiny_bundle)
+    opt = tmp_path_factory.mktemp("split") / "model.opt.onnx"
+    _optimize(bundle, bundle.onnx_file("onnx"), opt)
+    return opt
+
+
+def test_split_is_exact_in_fp32_and_removes_outliers_from_the_int8_input(tiny_bundle: Path, optimized: Path) -> None:
+    import onnx
+
+    bundle = load_bundle(tiny_bundle)
+    encoder = TextEncoder(bundle.tokenizer_file, bundle.max_length)
+    ffn_in, ffn_out = ffn_matmuls(optimized)
+    assert ffn_in and len(ffn_in) == len(ffn_out)
+    graph = onnx.load(str(optimized), load_external_data=False).graph
+    inputs = {n.name: n.input[0] for n in graph.node if n.name in ffn_in + ffn_out}
+    before = activation_absmax(optimized, sorted(set(inputs.values())), encoder, TEXTS)
+    # A threshold at each tensor's median splits about half the channels of every FFN MatMul.
+    threshold = float(min(np.median(v) for v in before.values()))
+    dst = optimized.with_name("model.split.onnx")
+    split = split_outliers(optimized, dst, ffn_in + ffn_out, encoder, TEXTS, threshold)
+
+    assert set(split) == set(ffn_in + ffn_out)
+    for name, channels in split.items():
+        expected = np.flatnonzero(before[inputs[name]] > threshold)
+        assert channels == expected.tolist()
+    new = onnx.load(str(dst), load_external_data=False).graph
+    names = {n.name: n for n in new.node}
+    assert all(fp32_node(name) in names for name in split)
+    # What the int8 MatMul now sees has no channel above the threshold (the outliers are masked out).
+    masked = {name: names[name].input[0] for name in split}
+    after = activation_absmax(dst, sorted(masked.values()), encoder, TEXTS)
+    for name, tensor in masked.items():
+        assert after[tensor].max() <= threshold
+        assert np.all(after[tensor][split[name]] == 0)
+    # In fp32 the split graph computes the same function.
+    ref = _probs_with(bundle, optimized, TEXTS)
+    np.testing.assert_allclose(_probs_with(bundle, dst, TEXTS), ref, atol=1e-5)
+
+
+def test_split_refuses_unknown_matmuls(optimized: Path, tiny_bundle: Path) -> None:
+    bundle = load_bundle(tiny_bundle)
+    with pytest.raises(ValueError, match="no MatMul named"):
+        split_outliers(optimized, optimized.with_name("x.onnx"), ["nope"], TextEncoder(bundle.tokenizer_file, 16),
+                       TEXTS)
