@@ -258,7 +258,7 @@ def _server_env(config: BenchConfig, mode: str) -> dict[str, str]:
         "SITREP_ACCESS_LOG": "false",
         "SITREP_LOG_LEVEL": "warning",
     }
-    if config.threads:  # else the server's own default (usable CPUs less one)
+    if config.threads:  # else the server's own default (all usable CPUs)
         env["SITREP_THREADS"] = str(config.threads)
     return env
 

@@ -18,7 +18,7 @@ def serve(
         None, help="onnx-int8 (default), onnx, cuda or torch [SITREP_RUNTIME]."
     ),
     threads: int | None = typer.Option(
-        None, help="ONNX Runtime intra-op threads [SITREP_THREADS, default: CPUs less one]."
+        None, help="ONNX Runtime intra-op threads [SITREP_THREADS, default: all usable CPUs]."
     ),
     batching: bool | None = typer.Option(
         None, "--batching/--no-batching", help="Merge concurrent requests [SITREP_BATCHING, default on]."
@@ -91,7 +91,7 @@ def bench_http(
     seconds: float = typer.Option(8.0, help="Measured seconds per cell (after a warm-up)."),
     runtime: str = typer.Option("onnx-int8", help="Runtime the server and the in-process baseline use."),
     threads: int | None = typer.Option(
-        None, help="ONNX Runtime threads for both (default: server CPUs-1, in-process all CPUs)."
+        None, help="ONNX Runtime threads for both (default: all usable CPUs, in both)."
     ),
     max_batch_size: int = typer.Option(64, help="Server SITREP_MAX_BATCH_SIZE."),
     max_batch_tokens: int = typer.Option(512, help="Server SITREP_MAX_BATCH_TOKENS."),

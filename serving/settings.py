@@ -30,8 +30,8 @@ class Settings(BaseSettings):
     threads: int | None = Field(
         None,
         ge=1,
-        description="ONNX Runtime intra-op threads (default: the CPUs this process may use, less one for the "
-        "event loop, HTTP and tokenization; at least 1).",
+        description="ONNX Runtime intra-op threads (default: the CPUs this process may use). 1 on a 2-CPU host "
+        "lowers a lone request's latency but caps throughput under load (serving/README.md, benchmark).",
     )
     ort_spin: bool = Field(
         False,
@@ -110,20 +110,19 @@ class Settings(BaseSettings):
     # --- derived ----------------------------------------------------------------------------
     @property
     def intra_op_threads(self) -> int:
-        """The explicit ONNX Runtime thread count: SITREP_THREADS, or the usable CPUs less one.
+        """The explicit ONNX Runtime thread count: SITREP_THREADS, or every CPU this process may use.
 
-        One CPU is left to the event loop (HTTP parsing, validation, JSON) and the tokenizer: on 2 cores,
-        2 intra-op threads competing with the event loop made ONNX Runtime's workers wait on each other,
-        costing 28.7 server CPU ms per sentence against 15.7 with 1 thread (single-sentence requests at
-        concurrency 32, default model in int8; `sitrep bench http`, see serving/README.md).
+        With idle workers sleeping instead of spinning (`ort_spin` off), 2 intra-op threads on 2 CPUs beat 1
+        under load: 135 against 93 single-sentence requests/s at concurrency 32, 147 against 111 sentences/s
+        with 32-sentence requests; a lone request waits 15 instead of 12 ms (`sitrep bench http
+        --threads 2` / `--threads 1`, default model in int8; serving/README.md).
         """
         if self.threads:
             return self.threads
         try:
-            usable = len(os.sched_getaffinity(0))
+            return max(1, len(os.sched_getaffinity(0)))
         except AttributeError:  # not Linux
-            usable = os.cpu_count() or 1
-        return max(1, usable - 1)
+            return os.cpu_count() or 1
 
     def key_values(self) -> list[str]:
         return [k.get_secret_value() for k in self.api_keys]

@@ -292,3 +292,19 @@ def test_scoring_does_not_import_torch(tiny_bundle: Path, tmp_path: Path) -> Non
     res = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert res.stdout.strip() == "False"
+
+
+def test_batch_size_defaults_by_where_the_model_runs(tmp_path: Path) -> None:
+    from serving.batch.options import CPU_BATCH_SIZE, GPU_BATCH_SIZE
+
+    def opts(**kw: object) -> ScoreOptions:
+        return ScoreOptions(bundle=tmp_path, input="in.jsonl", output=tmp_path / "out", **kw)  # type: ignore[arg-type]
+
+    assert opts().model_batch_size == CPU_BATCH_SIZE == 32
+    assert opts(runtime="onnx").model_batch_size == CPU_BATCH_SIZE
+    assert opts(runtime="torch", device="cpu").model_batch_size == CPU_BATCH_SIZE
+    assert opts(runtime="cuda").model_batch_size == GPU_BATCH_SIZE
+    assert opts(runtime="torch", device="cuda:1").model_batch_size == GPU_BATCH_SIZE
+    assert opts(runtime="cuda", batch_size=2048).model_batch_size == 2048
+    with pytest.raises(ScoreError, match="at least 1"):
+        opts(batch_size=0)

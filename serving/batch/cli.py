@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 
 from models.runtime import DEFAULT_RUNTIME, RUNTIMES
-from serving.batch.options import DEFAULT_BATCH_SIZE, DEFAULT_CHUNK_ROWS, ScoreError, ScoreOptions
+from serving.batch.options import CPU_BATCH_SIZE, DEFAULT_CHUNK_ROWS, GPU_BATCH_SIZE, ScoreError, ScoreOptions
 
 
 def _fail(message: str, code: int = 2) -> typer.Exit:
@@ -46,7 +46,10 @@ def score(
     device: str | None = typer.Option(
         None, help="torch runtime only: cpu, cuda, cuda:1 (default: cuda if any)."
     ),
-    batch_size: int = typer.Option(DEFAULT_BATCH_SIZE, help="Sentences per model call (GPU: 1024-4096)."),
+    batch_size: int | None = typer.Option(
+        None, help=f"Sentences per model call (default: {CPU_BATCH_SIZE} on CPU, {GPU_BATCH_SIZE} on GPU; "
+        "GPU throughput: 1024-4096)."
+    ),
     max_tokens: int | None = typer.Option(None, help="Cap on padded tokens per model call (GPU memory)."),
     chunk_rows: int = typer.Option(
         DEFAULT_CHUNK_ROWS, help="Input rows per committed shard (the resume unit)."

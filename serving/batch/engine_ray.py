@@ -248,7 +248,7 @@ def score_ray(
                     "threads": opts.threads,
                     "documents": opts.documents,
                     "include_text": opts.include_text,
-                    "batch_size": opts.batch_size,
+                    "batch_size": opts.model_batch_size,
                     "max_tokens": opts.max_tokens,
                 },
                 batch_size=opts.chunk_rows,

@@ -10,7 +10,11 @@ from models.runtime import DEFAULT_RUNTIME
 INPUT_FORMATS = ("auto", "jsonl", "csv", "parquet")
 OUTPUT_FORMATS = ("parquet", "jsonl")
 DEFAULT_CHUNK_ROWS = 8192
-DEFAULT_BATCH_SIZE = 256
+# Sentences per model call when --batch-size is not given. On CPU small calls win: with 8192-row chunks,
+# onnx-int8 on 2 cores scored 191 rows/s at 32 against 160 at 256 (`sitrep bench score --batch-sizes
+# 16,32,256`, serving/batch/README.md); a GPU wants big ones (1024-4096 for throughput).
+CPU_BATCH_SIZE = 32
+GPU_BATCH_SIZE = 256
 
 
 class ScoreError(RuntimeError):
@@ -33,7 +37,7 @@ class ScoreOptions:
     runtime: str = DEFAULT_RUNTIME  # (fingerprint)
     device: str | None = None  # (fingerprint) torch runtime only: cpu / cuda / cuda:1
     chunk_rows: int = DEFAULT_CHUNK_ROWS  # (fingerprint) input rows per committed shard
-    batch_size: int = DEFAULT_BATCH_SIZE
+    batch_size: int | None = None  # None: CPU_BATCH_SIZE or GPU_BATCH_SIZE, by where the model runs
     max_tokens: int | None = None  # padded tokens per model batch (caps GPU memory on long texts)
     tokenize_workers: int | None = None  # threads that split + tokenize ahead of the model
     threads: int | None = None  # ONNX Runtime / torch intra-op threads
@@ -48,7 +52,7 @@ class ScoreOptions:
             raise ScoreError(
                 f"--output-format must be one of {', '.join(OUTPUT_FORMATS)}, not {self.output_format!r}"
             )
-        if self.chunk_rows < 1 or self.batch_size < 1:
+        if self.chunk_rows < 1 or (self.batch_size is not None and self.batch_size < 1):
             raise ScoreError("--chunk-rows and --batch-size must be at least 1")
         if self.max_tokens is not None and self.max_tokens < 1:
             raise ScoreError("--max-tokens must be at least 1")
@@ -56,6 +60,26 @@ class ScoreOptions:
             raise ScoreError("--tokenize-workers must be at least 1")
         if not self.id_column or not self.text_column:
             raise ScoreError("--id-column and --text-column must not be empty")
+
+    @property
+    def on_gpu(self) -> bool:
+        """The model runs on a GPU: runtime `cuda`, or `torch` on a CUDA device (the default where one exists)."""
+        if self.runtime == "cuda":
+            return True
+        if self.runtime != "torch":
+            return False
+        if self.device is not None:
+            return self.device.startswith("cuda")
+        import torch  # the torch runtime imports it anyway
+
+        return torch.cuda.is_available()
+
+    @property
+    def model_batch_size(self) -> int:
+        """--batch-size, or the default for where the model runs."""
+        if self.batch_size is not None:
+            return self.batch_size
+        return GPU_BATCH_SIZE if self.on_gpu else CPU_BATCH_SIZE
 
     def fingerprint(self) -> dict[str, object]:
         """The options that change what the output contains (a resumed job must use the same)."""
