@@ -189,8 +189,8 @@ def test_int8_weight_recipes_only_with_vnni() -> None:
     from training.export import LADDER, ladder
 
     assert all(r.weight_type == "uint8" or not r.optimize for r in ladder(vnni=False))
-    assert [r for r in ladder(vnni=True) if r.needs_vnni] == [r for r in LADDER if r.needs_vnni] != []
-    assert all(r.weight_type == "int8" for r in LADDER if r.needs_vnni)
+    assert [r for r in ladder(vnni=True) if r.vnni_only] == [r for r in LADDER if r.vnni_only] != []
+    assert all(r.weight_type == "int8" for r in LADDER if r.vnni_only)
 
 
 def test_int8_model_verified_with_vnni_warns_on_a_cpu_without(

@@ -53,7 +53,7 @@ class QuantRecipe:
     # Split the FFN MatMuls' input channels whose calibration |max| exceeds this off into thin fp32
     # MatMuls (training/outlier_split.py); None: no split.
     outlier_threshold: float | None = None
-    needs_vnni: bool = False  # int8 weights: only tried, and only safe, on CPUs with VNNI (models/cpu.py)
+    vnni_only: bool = False  # tried only on CPUs with VNNI, where int8 weights cannot saturate (models/cpu.py)
 
 
 # From naive to conservative; the first recipe that passes the gate is kept. On multilingual-e5-small
@@ -63,9 +63,9 @@ class QuantRecipe:
 # fastest). Elsewhere (or if that fails) uint8 weights, and the FFN MatMuls that hurt most stay fp32.
 LADDER = [
     QuantRecipe("naive: per-tensor int8, unoptimized graph", per_channel=False, weight_type="int8", optimize=False),
-    QuantRecipe("optimized graph, per-channel int8 (u8s8)", per_channel=True, weight_type="int8", needs_vnni=True),
+    QuantRecipe("optimized graph, per-channel int8 (u8s8)", per_channel=True, weight_type="int8", vnni_only=True),
     QuantRecipe("optimized graph, per-channel int8 (u8s8), FFN outlier channels (|x| > 4) in fp32",
-                per_channel=True, weight_type="int8", outlier_threshold=4.0, needs_vnni=True),
+                per_channel=True, weight_type="int8", outlier_threshold=4.0, vnni_only=True),
     QuantRecipe("optimized graph, per-channel uint8", per_channel=True),
     QuantRecipe("+ 2 most sensitive FFN MatMuls in fp32", per_channel=True, exclude_sensitive=2),
     QuantRecipe("+ 4 most sensitive FFN MatMuls in fp32", per_channel=True, exclude_sensitive=4),
@@ -77,7 +77,7 @@ LADDER = [
 def ladder(vnni: bool | None = None) -> list[QuantRecipe]:
     """The recipes export tries on this CPU (int8-weight ones only with VNNI)."""
     vnni = has_vnni() if vnni is None else vnni
-    return [r for r in LADDER if vnni or not r.needs_vnni]
+    return [r for r in LADDER if vnni or not r.vnni_only]
 
 
 @dataclass
@@ -309,7 +309,9 @@ def export(
         if ok:
             shutil.copyfile(candidate, int8)
             bundle = _register(bundle)
-            chosen = {**cmp, "recipe": recipe.name, "weights": recipe.weight_type, "needs_vnni": recipe.needs_vnni}
+            # int8 weights whose parity was measured on saturation-free (VNNI) kernels: warn on CPUs without.
+            needs_vnni = recipe.weight_type == "int8" and has_vnni()
+            chosen = {**cmp, "recipe": recipe.name, "weights": recipe.weight_type, "needs_vnni": needs_vnni}
             break
     if ranking is not None:
         attempts.append({"sensitivity_ranking": [{"node": n, "mean_abs_prob_diff": round(d, 6)} for n, d in ranking]})
