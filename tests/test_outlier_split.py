@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -66,3 +67,25 @@ def test_split_refuses_unknown_matmuls(optimized: Path, tiny_bundle: Path) -> No
     with pytest.raises(ValueError, match="no MatMul named"):
         split_outliers(optimized, optimized.with_name("x.onnx"), ["nope"], TextEncoder(bundle.tokenizer_file, 16),
                        TEXTS)
+
+
+def test_bench_int8_compares_settings_against_fp32(tiny_bundle: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sitrep.cli import app
+
+    out = tmp_path / "int8.json"
+    manifest = (tiny_bundle / "manifest.json").read_bytes()
+    result = CliRunner().invoke(app, ["bench", "int8", str(tiny_bundle), "--thresholds", "none,0.5",
+                                      "--weights", "int8,uint8", "--json", str(out), "--markdown", str(tmp_path / "m.md")])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    rows = report["rows"]
+    assert [(r["weights"], r["outlier_threshold"]) for r in rows] == [
+        ("int8", None), ("uint8", None), ("int8", 0.5), ("uint8", 0.5)]
+    assert rows[0]["outlier_channels"] == 0 < rows[2]["outlier_channels"] == rows[3]["outlier_channels"]
+    assert all(0 <= r["label_agreement"] <= 1 and r["sentences_per_s"] > 0 and r["size_mb"] > 0 for r in rows)
+    assert "| weights | outlier threshold |" in (tmp_path / "m.md").read_text()
+    assert (tiny_bundle / "manifest.json").read_bytes() == manifest  # the bundle is left as it was
+    bad = CliRunner().invoke(app, ["bench", "int8", str(tiny_bundle), "--weights", "int4"])
+    assert bad.exit_code == 2 and "int8 and/or uint8" in bad.output

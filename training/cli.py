@@ -151,7 +151,50 @@ def data_validate(
         raise typer.Exit(1)
 
 
+def bench_int8(
+    bundle: Path = typer.Argument(..., help="An exported model bundle (needs onnx/model.onnx)."),
+    data: Path | None = typer.Option(None, "--data", "-d", help="Labeled JSONL (default: the bundle's dev file)."),
+    thresholds: str = typer.Option("none,4", help="FFN outlier thresholds to try; 'none' = no split."),
+    weights: str = typer.Option("int8,uint8", help="Weight types: int8 (u8s8 kernels), uint8 (u8u8)."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the rows as JSON here."),
+    markdown_path: Path | None = typer.Option(None, "--markdown", help="Write the table as Markdown here."),
+) -> None:
+    """Compare int8 settings side by side on dev against ONNX fp32 (agreement, ΔF1, size, speed).
+
+    Nothing is written into the bundle: this is the table behind `sitrep export`'s int8 ladder.
+
+    Examples:
+
+      sitrep bench int8 artifacts/models/default
+
+      sitrep bench int8 artifacts/models/default --thresholds none,3,4,5,6 --weights int8 --markdown int8.md
+    """
+    from models.bundle import BundleError
+    from models.corpus import CorpusError
+    from training.int8_study import run_study, study_markdown, write_study
+
+    try:
+        ts = [None if t.strip().lower() == "none" else float(t) for t in thresholds.split(",") if t.strip()]
+        ws = [w.strip() for w in weights.split(",") if w.strip()]
+    except ValueError as exc:
+        typer.secho(f"error: --thresholds takes numbers or 'none' ({exc})", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    bad = [w for w in ws if w not in ("int8", "uint8")]
+    if bad or not ws or not ts:
+        typer.secho(f"error: --weights takes int8 and/or uint8, --thresholds at least one value (got {bad})",
+                    fg="red", err=True)
+        raise typer.Exit(2)
+    try:
+        report = run_study(bundle, data, ts, ws, log=typer.echo)
+    except (BundleError, CorpusError, FileNotFoundError) as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    write_study(report, json_path, markdown_path)
+    typer.echo(study_markdown(report))
+
+
 def register(app: typer.Typer, bench: typer.Typer) -> None:
+    bench.command("int8")(bench_int8)
     app.command("train")(train)
     app.command("export")(export)
     app.add_typer(data_app, name="data")

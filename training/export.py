@@ -58,7 +58,7 @@ class QuantRecipe:
 
 # From naive to conservative; the first recipe that passes the gate is kept. On multilingual-e5-small
 # the naive setting collapses (issue #9599). The FFN MatMuls' inputs carry a few channels of "massive
-# activations" (20-70 against < 6 elsewhere) that ruin per-tensor dynamic activation scales. On a CPU
+# activations" (far above all other channels) that ruin per-tensor dynamic activation scales. On a CPU
 # with VNNI, splitting those channels off into fp32 keeps every MatMul int8 with u8s8 kernels (the
 # fastest). Elsewhere (or if that fails) uint8 weights, and the FFN MatMuls that hurt most stay fp32.
 LADDER = [

@@ -2,11 +2,10 @@
 
 BERT-style encoders (multilingual-e5-small among them) carry "massive activations": on a handful of
 fixed hidden channels, mostly at the `<s>` and `</s>` positions, the inputs of the FFN MatMuls reach
-20–70 while every other channel stays below ~6. ONNX Runtime's dynamic quantization gives the whole
-activation tensor one scale, so those few values decide it and the ordinary activations (median
-~0.1) keep only a few of the 256 levels; that, accumulated over 24 FFN MatMuls, is what breaks the
-int8 model (onnxruntime issue #9599). SmoothQuant-style per-channel rescaling does not help here
-(measured: label agreement 92–97% on dev), because the outliers are per token as much as per channel.
+values an order of magnitude above every other channel. ONNX Runtime's dynamic quantization gives the
+whole activation tensor one scale, so those few values decide it and the ordinary activations keep
+only a few of the 256 levels; that, accumulated over 24 FFN MatMuls, is what breaks the int8 model
+(onnxruntime issue #9599). `activation_absmax` below measures it; `sitrep bench int8` shows the effect.
 
 The fix is the mixed-precision decomposition of LLM.int8() (Dettmers et al., 2022), done once in the
 graph: for each MatMul ``y = x · W`` whose input channels ``O`` exceed `threshold` on calibration data,
@@ -14,7 +13,7 @@ graph: for each MatMul ``y = x · W`` whose input channels ``O`` exceed `thresho
     y = (x ⊙ m) · W[m]  +  x[..., O] · W[O, :]       (m: 1 on ordinary channels, 0 on O)
 
 The first MatMul (full size, outlier rows of W zeroed) is quantized to int8 with a sane activation
-range; the second is a thin fp32 MatMul over |O| channels (1–4 of 384 or 1,536 here). Exact in fp32.
+range; the second is a thin fp32 MatMul over the |O| outlier channels. Exact in fp32.
 """
 
 from __future__ import annotations
