@@ -36,6 +36,8 @@ class RuntimeUnavailable(RuntimeError):
 
 
 class Backend(Protocol):
+    on_gpu: bool
+
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
 
 
@@ -75,6 +77,7 @@ class OnnxBackend:
             providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
         else:
             providers = ["CPUExecutionProvider"]
+        self.on_gpu = runtime == "cuda"
         self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
         if runtime == "cuda" and self.session.get_providers()[0] != "CUDAExecutionProvider":
             raise RuntimeUnavailable("the CUDA execution provider did not initialise (no GPU visible?)")
@@ -95,6 +98,7 @@ class TorchBackend:
             torch.set_num_threads(threads)
         self.torch = torch
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.on_gpu = self.device.type == "cuda"
         self.model = AutoModelForSequenceClassification.from_pretrained(hf_dir).to(self.device).eval()
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
@@ -120,6 +124,11 @@ class Classifier:
     @property
     def labels(self) -> list[str]:
         return self.bundle.labels
+
+    @property
+    def on_gpu(self) -> bool:
+        """The model runs on a GPU (runtime `cuda`, or `torch` on a CUDA device)."""
+        return bool(getattr(self.backend, "on_gpu", False))
 
     def encode(self, texts: list[str]) -> Encoded:
         return self.encoder.encode(texts)

@@ -294,17 +294,17 @@ def test_scoring_does_not_import_torch(tiny_bundle: Path, tmp_path: Path) -> Non
     assert res.stdout.strip() == "False"
 
 
-def test_batch_size_defaults_by_where_the_model_runs(tmp_path: Path) -> None:
-    from serving.batch.options import CPU_BATCH_SIZE, GPU_BATCH_SIZE
+def test_batch_size_defaults_by_where_the_model_runs(tiny_bundle: Path, tmp_path: Path) -> None:
+    from serving.batch.options import CPU_BATCH_SIZE, GPU_BATCH_SIZE, default_batch_size
+    from serving.batch.scorer import ChunkScorer
 
-    def opts(**kw: object) -> ScoreOptions:
-        return ScoreOptions(bundle=tmp_path, input="in.jsonl", output=tmp_path / "out", **kw)  # type: ignore[arg-type]
-
-    assert opts().model_batch_size == CPU_BATCH_SIZE == 32
-    assert opts(runtime="onnx").model_batch_size == CPU_BATCH_SIZE
-    assert opts(runtime="torch", device="cpu").model_batch_size == CPU_BATCH_SIZE
-    assert opts(runtime="cuda").model_batch_size == GPU_BATCH_SIZE
-    assert opts(runtime="torch", device="cuda:1").model_batch_size == GPU_BATCH_SIZE
-    assert opts(runtime="cuda", batch_size=2048).model_batch_size == 2048
+    assert (default_batch_size(False), default_batch_size(True)) == (CPU_BATCH_SIZE, GPU_BATCH_SIZE) == (32, 256)
+    for runtime in ("onnx-int8", "onnx"):
+        clf = load(tiny_bundle, runtime)
+        assert not clf.on_gpu
+        assert ChunkScorer(clf).batch_size == CPU_BATCH_SIZE
+        assert ChunkScorer(clf, batch_size=2048).batch_size == 2048
+    torch_cpu = load(tiny_bundle, "torch", device="cpu")
+    assert not torch_cpu.on_gpu and ChunkScorer(torch_cpu).batch_size == CPU_BATCH_SIZE
     with pytest.raises(ScoreError, match="at least 1"):
-        opts(batch_size=0)
+        ScoreOptions(bundle=tmp_path, input="in.jsonl", output=tmp_path / "out", batch_size=0)

@@ -147,7 +147,7 @@ def score_local(
             clf,
             documents=opts.documents,
             include_text=opts.include_text,
-            batch_size=opts.model_batch_size,
+            batch_size=opts.batch_size,
             max_tokens=opts.max_tokens,
         )
         chunks = read_chunks(

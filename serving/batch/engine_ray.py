@@ -98,7 +98,7 @@ class RayScorer:
         threads: int | None,
         documents: bool,
         include_text: bool,
-        batch_size: int,
+        batch_size: int | None,
         max_tokens: int | None,
     ) -> None:
         clf = load(bundle, runtime, threads=threads, device=device)
@@ -248,7 +248,7 @@ def score_ray(
                     "threads": opts.threads,
                     "documents": opts.documents,
                     "include_text": opts.include_text,
-                    "batch_size": opts.model_batch_size,
+                    "batch_size": opts.batch_size,
                     "max_tokens": opts.max_tokens,
                 },
                 batch_size=opts.chunk_rows,

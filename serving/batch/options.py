@@ -17,6 +17,10 @@ CPU_BATCH_SIZE = 32
 GPU_BATCH_SIZE = 256
 
 
+def default_batch_size(on_gpu: bool) -> int:
+    return GPU_BATCH_SIZE if on_gpu else CPU_BATCH_SIZE
+
+
 class ScoreError(RuntimeError):
     """A job cannot start or resume: bad input, a changed input on resume, an unusable output folder."""
 
@@ -37,7 +41,7 @@ class ScoreOptions:
     runtime: str = DEFAULT_RUNTIME  # (fingerprint)
     device: str | None = None  # (fingerprint) torch runtime only: cpu / cuda / cuda:1
     chunk_rows: int = DEFAULT_CHUNK_ROWS  # (fingerprint) input rows per committed shard
-    batch_size: int | None = None  # None: CPU_BATCH_SIZE or GPU_BATCH_SIZE, by where the model runs
+    batch_size: int | None = None  # None: default_batch_size() for where the model runs
     max_tokens: int | None = None  # padded tokens per model batch (caps GPU memory on long texts)
     tokenize_workers: int | None = None  # threads that split + tokenize ahead of the model
     threads: int | None = None  # ONNX Runtime / torch intra-op threads
@@ -60,26 +64,6 @@ class ScoreOptions:
             raise ScoreError("--tokenize-workers must be at least 1")
         if not self.id_column or not self.text_column:
             raise ScoreError("--id-column and --text-column must not be empty")
-
-    @property
-    def on_gpu(self) -> bool:
-        """The model runs on a GPU: runtime `cuda`, or `torch` on a CUDA device (the default where one exists)."""
-        if self.runtime == "cuda":
-            return True
-        if self.runtime != "torch":
-            return False
-        if self.device is not None:
-            return self.device.startswith("cuda")
-        import torch  # the torch runtime imports it anyway
-
-        return torch.cuda.is_available()
-
-    @property
-    def model_batch_size(self) -> int:
-        """--batch-size, or the default for where the model runs."""
-        if self.batch_size is not None:
-            return self.batch_size
-        return GPU_BATCH_SIZE if self.on_gpu else CPU_BATCH_SIZE
 
     def fingerprint(self) -> dict[str, object]:
         """The options that change what the output contains (a resumed job must use the same)."""

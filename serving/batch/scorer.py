@@ -14,6 +14,7 @@ import pyarrow as pa
 
 from models.encoding import Encoded
 from models.runtime import Classifier, Result, Timings
+from serving.batch.options import default_batch_size
 from serving.batch.reader import RawRow
 from serving.batch.rejects import NO_SENTENCES, Reject, preview
 from serving.batch.schema import build_table, output_schema
@@ -40,12 +41,12 @@ class ChunkScorer:
         *,
         documents: bool = False,
         include_text: bool = False,
-        batch_size: int = 256,
+        batch_size: int | None = None,
         max_tokens: int | None = None,
     ) -> None:
         self.clf = clf
         self.documents = documents
-        self.batch_size = batch_size
+        self.batch_size = batch_size or default_batch_size(clf.on_gpu)
         self.max_tokens = max_tokens
         self.schema = output_schema(documents, include_text)
         self.model_name = clf.bundle.name
