@@ -19,15 +19,21 @@ VNNI_FLAGS = ("avx512_vnni", "avx_vnni")
 
 
 @cache
-def cpu_flags() -> frozenset[str]:
-    """The CPU feature flags Linux reports (empty elsewhere: callers then assume the least)."""
+def _cpuinfo(key: str) -> str | None:
+    """The first `key : value` line of Linux's /proc/cpuinfo (None elsewhere, or without that key)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("flags"):
-                return frozenset(line.split(":", 1)[1].split())
+            name, _, value = line.partition(":")
+            if name.strip() == key:
+                return value.strip()
     except OSError:
         pass
-    return frozenset()
+    return None
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU feature flags Linux reports (empty elsewhere: callers then assume the least)."""
+    return frozenset((_cpuinfo("flags") or "").split())
 
 
 def has_vnni() -> bool:
@@ -35,12 +41,5 @@ def has_vnni() -> bool:
     return platform.machine().lower() in ("x86_64", "amd64") and any(f in cpu_flags() for f in VNNI_FLAGS)
 
 
-@cache
 def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo("model name") or platform.processor() or platform.machine()

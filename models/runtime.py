@@ -128,7 +128,7 @@ class Classifier:
     @property
     def on_gpu(self) -> bool:
         """The model runs on a GPU (runtime `cuda`, or `torch` on a CUDA device)."""
-        return bool(getattr(self.backend, "on_gpu", False))
+        return self.backend.on_gpu
 
     def encode(self, texts: list[str]) -> Encoded:
         return self.encoder.encode(texts)

@@ -10,7 +10,7 @@ import pytest
 
 from models.bundle import load_bundle
 from models.encoding import TextEncoder
-from training.export import _optimize, _probs_with, ffn_matmuls
+from training.export import ffn_matmuls, optimize_graph, probs_with
 from training.outlier_split import activation_absmax, fp32_node, split_outliers
 
 TEXTS = [
@@ -25,7 +25,7 @@ TEXTS = [
 def optimized(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     bundle = load_bundle(tiny_bundle)
     opt = tmp_path_factory.mktemp("split") / "model.opt.onnx"
-    _optimize(bundle, bundle.onnx_file("onnx"), opt)
+    optimize_graph(bundle, bundle.onnx_file("onnx"), opt)
     return opt
 
 
@@ -58,8 +58,8 @@ def test_split_is_exact_in_fp32_and_removes_outliers_from_the_int8_input(tiny_bu
         assert after[tensor].max() <= threshold
         assert np.all(after[tensor][split[name]] == 0)
     # In fp32 the split graph computes the same function.
-    ref = _probs_with(bundle, optimized, TEXTS)
-    np.testing.assert_allclose(_probs_with(bundle, dst, TEXTS), ref, atol=1e-5)
+    ref = probs_with(bundle, optimized, TEXTS)
+    np.testing.assert_allclose(probs_with(bundle, dst, TEXTS), ref, atol=1e-5)
 
 
 def test_split_refuses_unknown_matmuls(optimized: Path, tiny_bundle: Path) -> None:

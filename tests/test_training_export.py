@@ -191,6 +191,8 @@ def test_int8_weight_recipes_only_with_vnni() -> None:
     assert all(r.weight_type == "uint8" or not r.optimize for r in ladder(vnni=False))
     assert [r for r in ladder(vnni=True) if r.vnni_only] == [r for r in LADDER if r.vnni_only] != []
     assert all(r.weight_type == "int8" for r in LADDER if r.vnni_only)
+    portable = ladder(vnni=True, portable=True)
+    assert portable and all(r.weight_type == "uint8" for r in portable)
 
 
 def test_int8_model_verified_with_vnni_warns_on_a_cpu_without(

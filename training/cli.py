@@ -84,6 +84,9 @@ def _print_scores(scores: dict) -> None:
 def export(
     bundle: Path = typer.Argument(..., help="Bundle directory from `sitrep train`."),
     data: Path | None = typer.Option(None, help="Labeled JSONL for parity (default: the bundle's dev file)."),
+    portable_int8: bool = typer.Option(
+        False, help="int8 with uint8 weights only: safe on CPUs without VNNI, slower than int8 weights on VNNI."
+    ),
 ) -> None:
     """Export ONNX fp32, int8 (CPU) and fp16 (CUDA) into the bundle, with parity gates against torch.
 
@@ -95,7 +98,7 @@ def export(
     from training.export import export as run_export
 
     try:
-        report = run_export(bundle)
+        report = run_export(bundle, data=data, portable=portable_int8)
     except BundleError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc
@@ -156,6 +159,7 @@ def bench_int8(
     data: Path | None = typer.Option(None, "--data", "-d", help="Labeled JSONL (default: the bundle's dev file)."),
     thresholds: str = typer.Option("none,4", help="FFN outlier thresholds to try; 'none' = no split."),
     weights: str = typer.Option("int8,uint8", help="Weight types: int8 (u8s8 kernels), uint8 (u8u8)."),
+    embeddings: bool = typer.Option(False, help="Quantize the embedding table too (per tensor; export keeps it fp32)."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the rows as JSON here."),
     markdown_path: Path | None = typer.Option(None, "--markdown", help="Write the table as Markdown here."),
 ) -> None:
@@ -185,7 +189,7 @@ def bench_int8(
                     fg="red", err=True)
         raise typer.Exit(2)
     try:
-        report = run_study(bundle, data, ts, ws, log=typer.echo)
+        report = run_study(bundle, data, ts, ws, embeddings, log=typer.echo)
     except (BundleError, CorpusError, FileNotFoundError) as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from exc

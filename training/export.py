@@ -54,6 +54,7 @@ class QuantRecipe:
     # MatMuls (training/outlier_split.py); None: no split.
     outlier_threshold: float | None = None
     vnni_only: bool = False  # tried only on CPUs with VNNI, where int8 weights cannot saturate (models/cpu.py)
+    embeddings: bool = False  # quantize the embedding table too (EmbedLayerNormalization); `sitrep bench int8`
 
 
 # From naive to conservative; the first recipe that passes the gate is kept. On multilingual-e5-small
@@ -74,10 +75,10 @@ LADDER = [
 ]
 
 
-def ladder(vnni: bool | None = None) -> list[QuantRecipe]:
-    """The recipes export tries on this CPU (int8-weight ones only with VNNI)."""
+def ladder(vnni: bool | None = None, portable: bool = False) -> list[QuantRecipe]:
+    """The recipes export tries on this CPU: int8-weight ones only with VNNI, none at all when `portable`."""
     vnni = has_vnni() if vnni is None else vnni
-    return [r for r in LADDER if vnni or not r.vnni_only]
+    return [r for r in LADDER if (vnni or not r.vnni_only) and not (portable and r.weight_type == "int8")]
 
 
 @dataclass
@@ -130,7 +131,7 @@ def _model_shape(bundle: Bundle) -> tuple[int, int, int]:
     return config["num_attention_heads"], config["hidden_size"], config["num_hidden_layers"]
 
 
-def _optimize(bundle: Bundle, src: Path, dst: Path, fp16: bool = False) -> None:
+def optimize_graph(bundle: Bundle, src: Path, dst: Path, fp16: bool = False) -> None:
     from onnxruntime.transformers.optimizer import optimize_model
 
     heads, hidden, _ = _model_shape(bundle)
@@ -167,7 +168,7 @@ def ffn_matmuls(model_path: Path) -> tuple[list[str], list[str]]:
     return into, out
 
 
-def _quantize(src: Path, dst: Path, recipe: QuantRecipe, exclude: list[str]) -> None:
+def quantize(src: Path, dst: Path, recipe: QuantRecipe, exclude: list[str]) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -176,13 +177,14 @@ def _quantize(src: Path, dst: Path, recipe: QuantRecipe, exclude: list[str]) -> 
         str(dst),
         weight_type=QuantType.QUInt8 if recipe.weight_type == "uint8" else QuantType.QInt8,
         per_channel=recipe.per_channel,
-        op_types_to_quantize=["MatMul", "Attention"] if recipe.optimize else None,
+        op_types_to_quantize=(["MatMul", "Attention"] + (["EmbedLayerNormalization"] if recipe.embeddings else [])
+                              if recipe.optimize else None),
         nodes_to_exclude=exclude,
         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
     )
 
 
-def _probs_with(bundle: Bundle, path: Path, texts: list[str]) -> np.ndarray:
+def probs_with(bundle: Bundle, path: Path, texts: list[str]) -> np.ndarray:
     """Calibrated probabilities of an ONNX file that is not (yet) part of the bundle, via the runtime."""
     from models.runtime import Classifier, OnnxBackend
 
@@ -197,8 +199,8 @@ def rank_sensitivity(
     recipe = QuantRecipe("probe", per_channel=True)
     scores = []
     for i, node in enumerate(candidates, 1):
-        _quantize(src, probe, recipe, exclude=[n for n in candidates if n != node])
-        delta = float(np.mean(np.abs(_probs_with(bundle, probe, texts) - ref)))
+        quantize(src, probe, recipe, exclude=[n for n in candidates if n != node])
+        delta = float(np.mean(np.abs(probs_with(bundle, probe, texts) - ref)))
         scores.append((node, delta))
         log(f"      sensitivity {i}/{len(candidates)}: {node} mean|Δp| {delta:.5f}")
     return sorted(scores, key=lambda x: -x[1])
@@ -211,11 +213,30 @@ def calibration_texts(bundle: Bundle, fallback: list[str], n: int = 256) -> list
     return pool[:: max(1, len(pool) // n)][:n]
 
 
+class OutlierSplits:
+    """The optimized graph with its FFN outlier channels split off, built once per threshold."""
+
+    def __init__(self, bundle: Bundle, opt: Path, work: Path, fallback_texts: list[str]) -> None:
+        self.bundle, self.opt, self.work = bundle, opt, work
+        self.ffn = [name for group in ffn_matmuls(opt) for name in group]
+        self.calib = calibration_texts(bundle, fallback_texts)
+        self._built: dict[float, tuple[Path, dict[str, list[int]]]] = {}
+
+    def get(self, threshold: float) -> tuple[Path, dict[str, list[int]], list[str]]:
+        """(split graph, {MatMul: outlier channels}, the thin fp32 MatMuls to keep out of quantization)."""
+        if threshold not in self._built:
+            path = self.work / f"model.split{threshold:g}.onnx"
+            encoder = TextEncoder(self.bundle.tokenizer_file, self.bundle.max_length)
+            self._built[threshold] = (path, split_outliers(self.opt, path, self.ffn, encoder, self.calib, threshold))
+        path, split = self._built[threshold]
+        return path, split, [fp32_node(name) for name in split]
+
+
 def _label_sets(probs: np.ndarray, thresholds: list[float]) -> np.ndarray:
     return (probs >= np.asarray(thresholds)[None, :]).astype(np.int64)
 
 
-def _compare(ref_probs: np.ndarray, probs: np.ndarray, y: np.ndarray, thresholds: list[float]) -> dict[str, float]:
+def compare(ref_probs: np.ndarray, probs: np.ndarray, y: np.ndarray, thresholds: list[float]) -> dict[str, float]:
     ref_pred, pred = _label_sets(ref_probs, thresholds), _label_sets(probs, thresholds)
     f_ref, _ = macro_f1(y, ref_pred)
     f, _ = macro_f1(y, pred)
@@ -238,8 +259,12 @@ def export(
     gates: Gates | None = None,
     limit: int | None = None,
     log: Any = print,
+    portable: bool = False,
 ) -> dict[str, Any]:
-    """Export all three ONNX files into the bundle and write the parity report. Raises ExportError."""
+    """Export all three ONNX files into the bundle and write the parity report. Raises ExportError.
+
+    `portable`: only recipes with uint8 weights, safe on CPUs without VNNI (models/cpu.py), even on one with.
+    """
     gates = gates or Gates()
     bundle = load_bundle(bundle_path)
     data = data or bundle.manifest.training.get("config", {}).get("dev_file", "data/dev.jsonl")
@@ -262,7 +287,7 @@ def export(
     fp32 = bundle.path / ONNX_FILES["onnx"]
     _export_fp32(bundle, fp32)
     bundle = _register(bundle)
-    cmp = _compare(ref, load(bundle, "onnx").classify(texts).probs, y, thresholds)
+    cmp = compare(ref, load(bundle, "onnx").classify(texts).probs, y, thresholds)
     onnx_parity = Parity("onnx", **cmp, passed=cmp["max_abs_prob_diff"] <= gates.fp32_max_abs_prob)
 
     log("[3/4] int8: transformer optimizer + dynamic quantization ladder")
@@ -270,36 +295,27 @@ def export(
     attempts: list[dict[str, Any]] = []
     chosen: dict[str, Any] | None = None
     opt = work / "model.opt.onnx"
-    _optimize(bundle, fp32, opt)
-    ffn_in, ffn_out = ffn_matmuls(opt)
+    optimize_graph(bundle, fp32, opt)
+    splits = OutlierSplits(bundle, opt, work, texts)
     ranking: list[tuple[str, float]] | None = None
-    splits: dict[float, tuple[Path, dict[str, list[int]]]] = {}
-    recipes = ladder()
-    for recipe in recipes:
+    for recipe in ladder(portable=portable):
         exclude: list[str] = []
         src = opt if recipe.optimize else fp32
         split: dict[str, list[int]] = {}
         if recipe.outlier_threshold is not None:
-            if recipe.outlier_threshold not in splits:
-                path = work / f"model.split{recipe.outlier_threshold:g}.onnx"
-                calib = calibration_texts(bundle, texts)
-                found = split_outliers(opt, path, ffn_in + ffn_out, TextEncoder(bundle.tokenizer_file,
-                                       bundle.max_length), calib, recipe.outlier_threshold)
-                log(f"      outlier split: {sum(map(len, found.values()))} channels of {len(found)} FFN MatMuls "
-                    f"above |x| {recipe.outlier_threshold:g} on {len(calib)} calibration sentences")
-                splits[recipe.outlier_threshold] = (path, found)
-            src, split = splits[recipe.outlier_threshold]
-            exclude = [fp32_node(name) for name in split]
+            src, split, exclude = splits.get(recipe.outlier_threshold)
+            log(f"      outlier split: {sum(map(len, split.values()))} channels of {len(split)} FFN MatMuls "
+                f"above |x| {recipe.outlier_threshold:g} on {len(splits.calib)} calibration sentences")
         if recipe.exclude_sensitive:
             if ranking is None:
                 calib = texts[:: max(1, len(texts) // 128)]
-                onnx_probs = _probs_with(bundle, fp32, calib)
-                ranking = rank_sensitivity(bundle, opt, ffn_in + ffn_out, calib, onnx_probs, work, log)
+                onnx_probs = probs_with(bundle, fp32, calib)
+                ranking = rank_sensitivity(bundle, opt, splits.ffn, calib, onnx_probs, work, log)
             k = len(ranking) if recipe.exclude_sensitive < 0 else recipe.exclude_sensitive
             exclude = [name for name, _ in ranking[:k]]
         candidate = work / "candidate.int8.onnx"
-        _quantize(src, candidate, recipe, exclude)
-        cmp = _compare(ref, _probs_with(bundle, candidate, texts), y, thresholds)
+        quantize(src, candidate, recipe, exclude)
+        cmp = compare(ref, probs_with(bundle, candidate, texts), y, thresholds)
         ok = cmp["label_agreement"] >= gates.int8_min_agreement and -cmp["macro_f1_delta"] <= gates.int8_max_f1_drop
         attempts.append({"recipe": asdict(recipe), "fp32_nodes": exclude, **cmp, "passed": ok,
                          "size_mb": round(candidate.stat().st_size / 2**20, 1)}
@@ -325,10 +341,10 @@ def export(
 
     log("[4/4] fp16 for the CUDA execution provider")
     fp16 = bundle.path / ONNX_FILES["cuda"]
-    _optimize(bundle, fp32, fp16, fp16=True)
+    optimize_graph(bundle, fp32, fp16, fp16=True)
     bundle = _register(bundle)
     try:
-        cmp = _compare(ref, load(bundle, "cuda").classify(texts).probs, y, thresholds)
+        cmp = compare(ref, load(bundle, "cuda").classify(texts).probs, y, thresholds)
         fp16_parity = Parity("cuda", **cmp, passed=cmp["label_agreement"] >= gates.int8_min_agreement)
     except RuntimeUnavailable as exc:
         fp16_parity = Parity("cuda", None, None, None, None, passed=None,

@@ -3,9 +3,10 @@
 What `sitrep export`'s ladder decides with a pass/fail gate, this measures as a table, for tuning the
 int8 model of a new encoder or checking why a recipe fails: for each weight type (`int8` = u8s8
 kernels, `uint8` = u8u8) and each FFN outlier threshold (`none` = no split; training/outlier_split.py)
-it quantizes the bundle's optimized fp32 graph and reports label agreement, max |Δp| and the macro-F1
-difference against ONNX fp32 (identical to torch within ~1e-5: export's own parity), the number of
-outlier channels split off, the file size and the sentences/s of the int8 model on these sentences.
+it quantizes the bundle's optimized fp32 graph (with `embeddings`, the embedding table too) and
+reports label agreement, max |Δp| and the macro-F1 difference against ONNX fp32 (identical to torch
+within ~1e-5: export's own parity), the number of outlier channels split off, the file size and the
+sentences/s of the int8 model on these sentences.
 Nothing is written into the bundle.
 """
 
@@ -22,14 +23,13 @@ from typing import Any
 from models.bundle import ONNX_FILES, load_bundle
 from models.corpus import label_matrix, read_examples
 from models.cpu import cpu_name, has_vnni
-from models.encoding import TextEncoder
-from training.export import QuantRecipe, _compare, _optimize, _probs_with, _quantize, calibration_texts, ffn_matmuls
-from training.outlier_split import fp32_node, split_outliers
+from training.export import OutlierSplits, QuantRecipe, compare, optimize_graph, probs_with, quantize
 
 
 @dataclass
 class StudyRow:
     weights: str
+    embeddings: bool
     outlier_threshold: float | None
     outlier_channels: int
     label_agreement: float
@@ -45,6 +45,7 @@ def run_study(
     data: str | Path | None = None,
     thresholds: list[float | None] | None = None,
     weights: list[str] | None = None,
+    embeddings: bool = False,
     log: Any = print,
 ) -> dict[str, Any]:
     thresholds = thresholds if thresholds is not None else [None, 4.0]
@@ -61,27 +62,23 @@ def run_study(
     work = Path(tempfile.mkdtemp(prefix="sitrep-int8-study-"))
     try:
         log(f"reference: ONNX fp32 on {len(texts)} sentences from {data}")
-        ref = _probs_with(bundle, fp32, texts)
+        ref = probs_with(bundle, fp32, texts)
         opt = work / "model.opt.onnx"
-        _optimize(bundle, fp32, opt)
-        ffn = [name for group in ffn_matmuls(opt) for name in group]
-        calib = calibration_texts(bundle, texts)
-        encoder = TextEncoder(bundle.tokenizer_file, bundle.max_length)
+        optimize_graph(bundle, fp32, opt)
+        splits = OutlierSplits(bundle, opt, work, texts)
         for threshold in thresholds:
-            src, split = opt, {}
-            if threshold is not None:
-                src = work / f"model.split{threshold:g}.onnx"
-                split = split_outliers(opt, src, ffn, encoder, calib, threshold)
+            src, split, keep_fp32 = (opt, {}, []) if threshold is None else splits.get(threshold)
             for wt in weights:
                 candidate = work / "candidate.onnx"
-                _quantize(src, candidate, QuantRecipe("study", per_channel=True, weight_type=wt),
-                          [fp32_node(name) for name in split])
+                quantize(src, candidate, QuantRecipe("study", per_channel=True, weight_type=wt, embeddings=embeddings),
+                         keep_fp32)
                 t0 = time.perf_counter()
-                probs = _probs_with(bundle, candidate, texts)
+                probs = probs_with(bundle, candidate, texts)
                 speed = len(texts) / (time.perf_counter() - t0)
-                cmp = _compare(ref, probs, y, bundle.thresholds)
-                row = StudyRow(wt, threshold, sum(map(len, split.values())), round(cmp["label_agreement"], 4),
-                               round(cmp["max_abs_prob_diff"], 4), cmp["macro_f1"], cmp["macro_f1_delta"],
+                cmp = compare(ref, probs, y, bundle.thresholds)
+                row = StudyRow(wt, embeddings, threshold, sum(map(len, split.values())),
+                               round(cmp["label_agreement"], 4), round(cmp["max_abs_prob_diff"], 4),
+                               cmp["macro_f1"], cmp["macro_f1_delta"],
                                round(candidate.stat().st_size / 2**20, 1), round(speed, 1))
                 rows.append(row)
                 log(f"  weights {wt}, outlier threshold {threshold if threshold is not None else 'none'}: "
@@ -92,7 +89,7 @@ def run_study(
         "bundle": {"path": str(bundle.path), "name": bundle.name, "version": bundle.version},
         "data": str(data),
         "n": len(texts),
-        "calibration_sentences": len(calib),
+        "calibration_sentences": len(splits.calib),
         "cpu": {"name": cpu_name(), "vnni": has_vnni()},
         "rows": [asdict(r) for r in rows],
     }
@@ -105,13 +102,14 @@ def study_markdown(report: dict[str, Any]) -> str:
         f"outlier channels from {report['calibration_sentences']} training sentences; CPU {report['cpu']['name']} "
         f"(VNNI: {'yes' if report['cpu']['vnni'] else 'no'}).",
         "",
-        "| weights | outlier threshold | channels split | label agreement | max \\|Δp\\| | macro-F1 | ΔF1 (points) "
+        "| weights | outlier threshold | channels split | embeddings | label agreement | max \\|Δp\\| | macro-F1 | ΔF1 (points) "
         "| size MB | sentences/s |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
     ]
     for r in report["rows"]:
         t = "none" if r["outlier_threshold"] is None else f"{r['outlier_threshold']:g}"
-        lines.append(f"| {r['weights']} | {t} | {r['outlier_channels']} | {r['label_agreement']:.2%} | "
+        emb = "int8" if r["embeddings"] else "fp32"
+        lines.append(f"| {r['weights']} | {t} | {r['outlier_channels']} | {emb} | {r['label_agreement']:.2%} | "
                      f"{r['max_abs_prob_diff']:.3f} | {r['macro_f1']:.4f} | {100 * r['macro_f1_delta']:+.2f} | "
                      f"{r['size_mb']} | {r['sentences_per_s']} |")
     return "\n".join(lines) + "\n"

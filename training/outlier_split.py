@@ -19,6 +19,7 @@ range; the second is a thin fp32 MatMul over the |O| outlier channels. Exact in 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,23 +27,25 @@ from models.encoding import TextEncoder, length_batches
 
 
 def activation_absmax(
-    model_path: Path, tensors: list[str], encoder: TextEncoder, texts: list[str], batch_size: int = 32
+    model_path: Path, tensors: list[str], encoder: TextEncoder, texts: list[str], batch_size: int = 32,
+    model: Any = None,
 ) -> dict[str, np.ndarray]:
     """Per-channel (last axis) max |value| of each named tensor over `texts`, padded positions included.
 
-    Padded positions count because the dynamic activation scale at run time sees them too.
+    Padded positions count because the dynamic activation scale at run time sees them too. `model`: the
+    graph at `model_path`, already loaded (it is left as it was).
     """
     import onnx
     import onnxruntime as ort
 
-    model = onnx.load(str(model_path))
+    model = onnx.load(str(model_path)) if model is None else model
     present = {o.name for o in model.graph.output}
-    for name in tensors:
-        if name not in present:
-            model.graph.output.append(onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None))
+    added = [onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
+             for name in tensors if name not in present]
+    model.graph.output.extend(added)
     probe = model_path.with_name(model_path.stem + ".absmax-probe.onnx")
     onnx.save(model, str(probe))
-    del model
+    del model.graph.output[len(model.graph.output) - len(added):]
     try:
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep the named tensors
@@ -79,7 +82,7 @@ def split_outliers(
     missing = wanted - {n.name for n in targets}
     if missing:
         raise ValueError(f"{src}: no MatMul named {sorted(missing)}")
-    absmax = activation_absmax(src, sorted({n.input[0] for n in targets}), encoder, texts)
+    absmax = activation_absmax(src, sorted({n.input[0] for n in targets}), encoder, texts, model=model)
     inits = {init.name: init for init in graph.initializer}
     split: dict[str, list[int]] = {}
     new_nodes = []
