@@ -33,9 +33,9 @@ base: install
 $(MODEL)/manifest.json: | $(VENV)/.installed
 	$(BIN)/sitrep base build
 	if [ -f $(MODEL)/checkpoint/state.pt ]; then \
-	  $(BIN)/sitrep train --config training/configs/default.toml --out $(MODEL) --resume; \
+	  $(BIN)/sitrep train --config sitrep/training/configs/default.toml --out $(MODEL) --resume; \
 	else \
-	  $(BIN)/sitrep train --config training/configs/default.toml --out $(MODEL); \
+	  $(BIN)/sitrep train --config sitrep/training/configs/default.toml --out $(MODEL); \
 	fi
 
 $(MODEL)/onnx/model.int8.onnx: | $(MODEL)/manifest.json

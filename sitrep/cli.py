@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import typer
 
-import eval.cli as eval_cli
-import models.cli as models_cli
-import serving.batch.cli as batch_cli
-import serving.cli as serving_cli
-import training.cli as training_cli
+import sitrep.eval.cli as eval_cli
+import sitrep.models.cli as models_cli
+import sitrep.scoring.cli as batch_cli
+import sitrep.serving.cli as serving_cli
+import sitrep.training.cli as training_cli
 
 app = typer.Typer(
     name="sitrep",

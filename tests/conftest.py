@@ -32,7 +32,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def tiny_config(tiny_base: Path, tiny_data: dict[str, Path], **overrides):
-    from training.config import TrainConfig
+    from sitrep.training.config import TrainConfig
 
     values = dict(
         base_model=str(tiny_base), train_file=str(tiny_data["train"]), dev_file=str(tiny_data["dev"]),
@@ -47,8 +47,8 @@ def tiny_config(tiny_base: Path, tiny_data: dict[str, Path], **overrides):
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path, tiny_data: dict[str, Path]) -> Path:
     """A tiny bundle, trained for a few steps and exported (fp32, int8, fp16). Tests must not modify it."""
-    from training.export import export
-    from training.train import train
+    from sitrep.training.export import export
+    from sitrep.training.train import train
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
     train(tiny_config(tiny_base, tiny_data), out, progress=False)

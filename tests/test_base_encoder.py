@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.base_encoder import build_bundled_base, dequantize_q4, resolve_base
+from sitrep.models.base_encoder import build_bundled_base, dequantize_q4, resolve_base
 
 pytestmark = pytest.mark.realmodel
 

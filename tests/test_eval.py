@@ -14,14 +14,14 @@ import pytest
 from sklearn.metrics import f1_score
 from typer.testing import CliRunner
 
-from eval.metrics import calibration_bins, expected_calibration_error, slice_scores
-from eval.render import text_dir
-from models.bundle import load_bundle, write_bundle_manifest
-from models.corpus import label_matrix, read_examples
-from models.labels import LABELS
-from models.metrics import macro_f1
-from models.runtime import load
 from sitrep.cli import app
+from sitrep.eval.metrics import calibration_bins, expected_calibration_error, slice_scores
+from sitrep.eval.render import text_dir
+from sitrep.models.bundle import load_bundle, write_bundle_manifest
+from sitrep.models.corpus import label_matrix, read_examples
+from sitrep.models.labels import LABELS
+from sitrep.models.runtime import load
+from sitrep.models.scores import macro_f1
 
 runner = CliRunner()
 TOP_KEYS = {
@@ -70,7 +70,7 @@ def test_report_json_schema_and_values(
     assert 0.0 <= report["ece"] <= 1.0 and set(report["calibration"]["per_label"]) == set(LABELS)
     assert sum(b["n"] for b in report["calibration"]["bins"]) == report["n"] * len(LABELS)
 
-    # The numbers are the runtime's predictions scored by models.metrics, recomputed independently here.
+    # The numbers are the runtime's predictions scored by sitrep.models.scores, recomputed independently here.
     result = load(tiny_bundle, "onnx-int8").classify([e.text for e in examples])
     y = label_matrix(examples)
     pred = np.asarray([[int(x in labels) for x in LABELS] for labels in result.labels])
@@ -229,7 +229,7 @@ def test_bad_input_exits_2(tiny_bundle: Path, tiny_data: dict[str, Path], tmp_pa
 
 
 def test_tfidf_baseline_plugs_in(tiny_bundle: Path, tiny_data: dict[str, Path], tmp_path: Path) -> None:
-    from training.tfidf import train_tfidf
+    from sitrep.training.tfidf import train_tfidf
 
     base = tmp_path / "tfidf"
     train_tfidf(base, train_file=str(tiny_data["train"]), dev_file=str(tiny_data["dev"]), eval_files={})

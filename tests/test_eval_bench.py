@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from eval.bench_models import BenchError, BenchSpec, flops_profile, run_bench, select_sentences
-from eval.gemm_peak import encoder_flops
-from models.corpus import read_examples
+from sitrep.bench.gemm_peak import encoder_flops
+from sitrep.bench.models import BenchError, BenchSpec, flops_profile, run_bench, select_sentences
 from sitrep.cli import app
+from sitrep.models.corpus import read_examples
 
 
 @pytest.fixture(scope="module")
@@ -139,7 +139,7 @@ def test_missing_int8_is_skipped_with_reason(
 ) -> None:
     import shutil
 
-    from models.bundle import load_bundle, write_bundle_manifest
+    from sitrep.models.bundle import load_bundle, write_bundle_manifest
 
     bundle = tmp_path / "no-int8"
     shutil.copytree(tiny_bundle, bundle)

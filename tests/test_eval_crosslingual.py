@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from eval.crosslingual import CrosslingualError, run_crosslingual
-from models.bundle import load_bundle
-from models.corpus import read_examples
 from sitrep.cli import app
+from sitrep.models.bundle import load_bundle
+from sitrep.models.corpus import read_examples
+from sitrep.training.crosslingual import CrosslingualError, run_crosslingual
 from tests.conftest import tiny_config
 
 

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.bundle import load_bundle
-from models.encoding import TextEncoder
-from training.export import ffn_matmuls, optimize_graph, probs_with
-from training.outlier_split import activation_absmax, fp32_node, split_outliers
+from sitrep.models.bundle import load_bundle
+from sitrep.models.encoding import TextEncoder
+from sitrep.training.export import ffn_matmuls, optimize_graph, probs_with
+from sitrep.training.outlier_split import activation_absmax, fp32_node, split_outliers
 
 TEXTS = [
     "The group said its fighters struck the base with two drones.",

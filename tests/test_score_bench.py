@@ -9,8 +9,8 @@ import onnxruntime as ort
 import typer
 from typer.testing import CliRunner
 
-from serving.batch.bench_score import news_sentences
-from serving.batch.cli import register
+from sitrep.bench.score import news_sentences
+from sitrep.scoring.cli import register
 
 REPO = Path(__file__).resolve().parent.parent
 

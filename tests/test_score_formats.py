@@ -15,13 +15,13 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
-from models.labels import LABELS
-from models.runtime import load
-from serving.batch.cli import register
-from serving.batch.engine_local import score_local
-from serving.batch.options import ScoreError, ScoreOptions
-from serving.batch.schema import SCORE_COLUMNS
-from serving.batch.writer import REJECTS
+from sitrep.models.labels import LABELS
+from sitrep.models.runtime import load
+from sitrep.scoring.cli import register
+from sitrep.scoring.engine_local import score_local
+from sitrep.scoring.options import ScoreError, ScoreOptions
+from sitrep.scoring.output import SCORE_COLUMNS
+from sitrep.scoring.writer import REJECTS
 
 REPO = Path(__file__).resolve().parent.parent
 ZWNJ = "\u200c"
@@ -283,8 +283,8 @@ def test_scoring_does_not_import_torch(tiny_bundle: Path, tmp_path: Path) -> Non
     src = write_jsonl(tmp_path / "in.jsonl", [{"id": "1", "text": "The group claimed the attack."}])
     code = (
         "import sys; from pathlib import Path\n"
-        "from serving.batch.engine_local import score_local\n"
-        "from serving.batch.options import ScoreOptions\n"
+        "from sitrep.scoring.engine_local import score_local\n"
+        "from sitrep.scoring.options import ScoreOptions\n"
         f"score_local(ScoreOptions(bundle=Path({str(tiny_bundle)!r}), input={str(src)!r}, "
         f"output=Path({str(tmp_path / 'out')!r}), documents=True), progress=False)\n"
         "print('torch' in sys.modules)\n"
@@ -295,8 +295,8 @@ def test_scoring_does_not_import_torch(tiny_bundle: Path, tmp_path: Path) -> Non
 
 
 def test_batch_size_defaults_by_where_the_model_runs(tiny_bundle: Path, tmp_path: Path) -> None:
-    from serving.batch.options import CPU_BATCH_SIZE, GPU_BATCH_SIZE, default_batch_size
-    from serving.batch.scorer import ChunkScorer
+    from sitrep.scoring.options import CPU_BATCH_SIZE, GPU_BATCH_SIZE, default_batch_size
+    from sitrep.scoring.scorer import ChunkScorer
 
     assert (default_batch_size(False), default_batch_size(True)) == (CPU_BATCH_SIZE, GPU_BATCH_SIZE) == (32, 256)
     for runtime in ("onnx-int8", "onnx"):

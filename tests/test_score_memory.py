@@ -16,8 +16,8 @@ PAYLOAD_CHARS = 4000  # an unused field per row, so the file is large while scor
 CHILD = """
 import resource, sys
 from pathlib import Path
-from serving.batch.engine_local import score_local
-from serving.batch.options import ScoreOptions
+from sitrep.scoring.engine_local import score_local
+from sitrep.scoring.options import ScoreOptions
 summary = score_local(ScoreOptions(bundle=Path(sys.argv[1]), input=sys.argv[2], output=Path(sys.argv[3]),
                                    chunk_rows=500, tokenize_workers=1, threads=1), progress=False)
 print(summary.rows, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)  # KiB on Linux

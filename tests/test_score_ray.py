@@ -11,10 +11,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from serving.batch.engine_local import score_local
-from serving.batch.options import ScoreError, ScoreOptions
-from serving.batch.schema import SCORE_COLUMNS
-from serving.batch.writer import MANIFEST, REJECTS
+from sitrep.scoring.engine_local import score_local
+from sitrep.scoring.options import ScoreError, ScoreOptions
+from sitrep.scoring.output import SCORE_COLUMNS
+from sitrep.scoring.writer import MANIFEST, REJECTS
 
 ray = pytest.importorskip("ray")
 
@@ -44,7 +44,7 @@ def both_engines(
         if engine == "local":
             summary = score_local(opts, progress=False)
         else:
-            from serving.batch.engine_ray import score_ray
+            from sitrep.scoring.engine_ray import score_ray
 
             summary = score_ray(opts, actors=1, progress=False)
         table = pq.read_table(opts.output)
@@ -97,7 +97,7 @@ def test_ray_engine_matches_local_engine_row_for_row(
     # A rerun finds the job done; another job in the same folder is refused.
     again = ScoreOptions(bundle=tiny_bundle, input=str(src), output=tmp_path / "out-ray", chunk_rows=32,
                          include_text=True)  # fmt: skip
-    from serving.batch.engine_ray import score_ray
+    from sitrep.scoring.engine_ray import score_ray
 
     assert score_ray(again, progress=False).already_done
     with pytest.raises(ScoreError, match="leaves no CPU"):  # would starve the readers and hang

@@ -14,9 +14,9 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
-from serving.batch.engine_local import score_local
-from serving.batch.options import ScoreError, ScoreOptions
-from serving.batch.writer import COMMITS, MANIFEST, REJECTS
+from sitrep.scoring.engine_local import score_local
+from sitrep.scoring.options import ScoreError, ScoreOptions
+from sitrep.scoring.writer import COMMITS, MANIFEST, REJECTS
 from tests.tiny_model import WORDS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,7 +45,7 @@ def committed_chunks(out: Path) -> int:
 
 
 def score_cmd(bundle: Path, src: Path, out: Path) -> list[str]:
-    return [sys.executable, "-m", "serving.batch.cli", "score", str(bundle), "-i", str(src), "-o", str(out),
+    return [sys.executable, "-m", "sitrep.scoring.cli", "score", str(bundle), "-i", str(src), "-o", str(out),
             "--chunk-rows", "250", "--batch-size", "64", "--threads", "1", "-q"]  # fmt: skip
 
 
@@ -162,7 +162,7 @@ def test_resuming_from_any_chunk_reads_exactly_the_rest(
     """From the end cursor of every chunk, the reader yields exactly the chunks that followed it."""
     import pyarrow as pa
 
-    from serving.batch import reader
+    from sitrep.scoring import reader
 
     monkeypatch.setattr(reader, "CSV_BLOCK_BYTES", 256)  # many CSV blocks, malformed rows in several
     monkeypatch.setattr(reader, "PARQUET_BATCH_ROWS", 4)

@@ -18,12 +18,12 @@ import numpy as np
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from models.bundle import Calibration, load_bundle, write_bundle_manifest
-from models.corpus import read_examples
-from models.labels import LABELS
-from models.runtime import Classifier, load
-from models.text import split_sentences
-from serving.process import ServerProcess
+from sitrep.models.bundle import Calibration, load_bundle, write_bundle_manifest
+from sitrep.models.corpus import read_examples
+from sitrep.models.labels import LABELS
+from sitrep.models.runtime import Classifier, load
+from sitrep.models.text import split_sentences
+from sitrep.serving.process import ServerProcess
 
 REPO = Path(__file__).resolve().parent.parent
 LIMITS = {
@@ -455,7 +455,7 @@ def test_schemathesis_finds_no_server_error(steep_bundle: Path, tmp_path: Path) 
 def test_serving_never_imports_torch(tiny_bundle: Path) -> None:
     code = (
         "import sys\n"
-        "import serving.app, serving.server, serving.cli, serving.bench_http, serving.process, sitrep.cli\n"
+        "import serving.app, serving.server, serving.cli, sitrep.bench.http, serving.process, sitrep.cli\n"
         "from models.runtime import load\n"
         f"load({str(tiny_bundle)!r}).classify(['x'])\n"
         "from serving.app import create_app\n"
@@ -468,7 +468,7 @@ def test_serving_never_imports_torch(tiny_bundle: Path) -> None:
 
 
 def test_readme_documents_every_setting() -> None:
-    from serving.settings import Settings
+    from sitrep.serving.settings import Settings
 
     text = (REPO / "serving" / "README.md").read_text(encoding="utf-8")
     for name in Settings.model_fields:
@@ -479,7 +479,7 @@ def test_cli_help_and_clear_errors(tmp_path: Path) -> None:
     import typer
     from typer.testing import CliRunner
 
-    from serving.cli import register
+    from sitrep.serving.cli import register
 
     app, bench = typer.Typer(), typer.Typer()
     app.add_typer(bench, name="bench")

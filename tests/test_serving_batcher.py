@@ -8,11 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.calibration import labels_above
-from models.runtime import load
-from serving.batcher import BatchConfig, Batcher, Overloaded, TooManyTokens
-from serving.metrics import Metrics
-from serving.reload import LoadedModel
+from sitrep.models.calibration import labels_above
+from sitrep.models.runtime import load
+from sitrep.serving.batcher import BatchConfig, Batcher, Overloaded, TooManyTokens
+from sitrep.serving.lifecycle import LoadedModel
+from sitrep.serving.prometheus import Metrics
 
 TEXTS = [
     "The group said it hit the base.",

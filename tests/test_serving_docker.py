@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from serving.process import ServerProcess
+from sitrep.serving.process import ServerProcess
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILES = ("Dockerfile.cpu", "Dockerfile.gpu")
@@ -78,7 +78,7 @@ def test_dockerfile_basics(name: str) -> None:
     text = (REPO / name).read_text(encoding="utf-8")
     assert re.search(r"^USER 10001$", text, re.M), "must not run as root"
     assert "HEALTHCHECK" in text and "/readyz" in text
-    assert 'CMD ["python", "-m", "serving"]' in text
+    assert 'CMD ["python", "-m", "sitrep.serving"]' in text
     assert "torch" not in text.replace("no torch", "").replace("No torch", "")
     extra = "serve" if name.endswith("cpu") else "gpu"
     assert f'"/tmp/src[{extra}]"' in text

@@ -12,9 +12,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from models.bundle import load_bundle, write_bundle_manifest
-from models.corpus import read_examples
-from serving.process import ServerProcess
+from sitrep.models.bundle import load_bundle, write_bundle_manifest
+from sitrep.models.corpus import read_examples
+from sitrep.serving.process import ServerProcess
 from tests.test_serving import metric
 
 KEYS = ("key-alpha-7f3e9c", "key-beta-0d21aa")

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.text import Sentence, split_sentences
+from sitrep.models.text import Sentence, split_sentences
 
 
 def texts(doc: str) -> list[str]:

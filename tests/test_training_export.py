@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.bundle import BundleError, load_bundle, write_bundle_manifest
-from models.labels import LABELS
-from models.runtime import load
+from sitrep.models.bundle import BundleError, load_bundle, write_bundle_manifest
+from sitrep.models.labels import LABELS
+from sitrep.models.runtime import load
 from tests.conftest import tiny_config
 
 TEXTS = [
@@ -122,7 +122,7 @@ def test_onnx_runtime_does_not_import_torch(tiny_bundle: Path) -> None:
 
 
 def test_failing_int8_gate_fails_export_and_drops_the_file(tiny_bundle: Path, tmp_path: Path) -> None:
-    from training.export import ExportError, Gates, export
+    from sitrep.training.export import ExportError, Gates, export
 
     copy = shutil.copytree(tiny_bundle, tmp_path / "b")
     with pytest.raises(ExportError, match="int8"):
@@ -131,7 +131,7 @@ def test_failing_int8_gate_fails_export_and_drops_the_file(tiny_bundle: Path, tm
     bundle = load_bundle(copy)
     assert not bundle.has("onnx/model.int8.onnx") and bundle.has("onnx/model.onnx")
     report = json.loads((copy / "reports" / "parity.json").read_text())
-    from training.export import ladder
+    from sitrep.training.export import ladder
 
     attempts = [a for a in report["runtimes"]["onnx-int8"]["attempts"] if "recipe" in a]
     assert [a["recipe"]["name"] for a in attempts] == [r.name for r in ladder()]  # every recipe tried and recorded
@@ -140,7 +140,7 @@ def test_failing_int8_gate_fails_export_and_drops_the_file(tiny_bundle: Path, tm
 
 def test_resume_continues_an_interrupted_run(tiny_base: Path, tiny_data: dict, tmp_path: Path,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
-    from training import train as train_mod
+    from sitrep.training import train as train_mod
 
     cfg = tiny_config(tiny_base, tiny_data, epochs=3, eval_every_steps=4)
     out = tmp_path / "run"
@@ -171,7 +171,7 @@ def test_resume_continues_an_interrupted_run(tiny_base: Path, tiny_data: dict, t
 
 
 def test_train_langs_filters_training_and_dev(tiny_base: Path, tiny_data: dict, tmp_path: Path) -> None:
-    from training.train import train
+    from sitrep.training.train import train
 
     out = train(tiny_config(tiny_base, tiny_data, train_langs=["en"], max_steps=3), tmp_path / "en",
                 progress=False)
@@ -186,7 +186,7 @@ def test_cli_help_lists_the_subcommands() -> None:
 
 
 def test_int8_weight_recipes_only_with_vnni() -> None:
-    from training.export import LADDER, ladder
+    from sitrep.training.export import LADDER, ladder
 
     assert all(r.weight_type == "uint8" or not r.optimize for r in ladder(vnni=False))
     assert [r for r in ladder(vnni=True) if r.vnni_only] == [r for r in LADDER if r.vnni_only] != []
@@ -198,7 +198,7 @@ def test_int8_weight_recipes_only_with_vnni() -> None:
 def test_int8_model_verified_with_vnni_warns_on_a_cpu_without(
     tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import models.runtime as runtime
+    import sitrep.models.runtime as runtime
 
     copy = shutil.copytree(tiny_bundle, tmp_path / "b")
     manifest = load_bundle(copy).manifest

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from models.corpus import read_examples
+from sitrep.models.corpus import read_examples
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
 MAX_LENGTH = 64

@@ -1,0 +1,122 @@
+"""`sitrep bench int8 BUNDLE`: the int8 settings side by side, on dev, against ONNX fp32.
+
+What `sitrep export`'s ladder decides with a pass/fail gate, this measures as a table, for tuning the
+int8 model of a new encoder or checking why a recipe fails: for each weight type (`int8` = u8s8
+kernels, `uint8` = u8u8) and each FFN outlier threshold (`none` = no split; training/outlier_split.py)
+it quantizes the bundle's optimized fp32 graph (with `embeddings`, the embedding table too) and
+reports label agreement, max |Δp| and the macro-F1 difference against ONNX fp32 (identical to torch
+within ~1e-5: export's own parity), the number of outlier channels split off, the file size and the
+sentences/s of the int8 model on these sentences.
+Nothing is written into the bundle.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from sitrep.models.bundle import ONNX_FILES, load_bundle
+from sitrep.models.corpus import label_matrix, read_examples
+from sitrep.models.cpu import cpu_name, has_vnni
+from sitrep.training.export import OutlierSplits, QuantRecipe, compare, optimize_graph, probs_with, quantize
+
+
+@dataclass
+class StudyRow:
+    weights: str
+    embeddings: bool
+    outlier_threshold: float | None
+    outlier_channels: int
+    label_agreement: float
+    max_abs_prob_diff: float
+    macro_f1: float
+    macro_f1_delta: float
+    size_mb: float
+    sentences_per_s: float
+
+
+def run_study(
+    bundle_path: str | Path,
+    data: str | Path | None = None,
+    thresholds: list[float | None] | None = None,
+    weights: list[str] | None = None,
+    embeddings: bool = False,
+    log: Any = print,
+) -> dict[str, Any]:
+    thresholds = thresholds if thresholds is not None else [None, 4.0]
+    weights = weights or ["int8", "uint8"]
+    bundle = load_bundle(bundle_path)
+    if not bundle.has(ONNX_FILES["onnx"]):
+        raise FileNotFoundError(f"{bundle.path}: no {ONNX_FILES['onnx']}; run `sitrep export {bundle.path}` first")
+    fp32 = bundle.onnx_file("onnx")
+    data = data or bundle.manifest.training.get("config", {}).get("dev_file", "data/dev.jsonl")
+    examples = read_examples(data)
+    texts = [e.text for e in examples]
+    y = label_matrix(examples)
+    rows: list[StudyRow] = []
+    work = Path(tempfile.mkdtemp(prefix="sitrep-int8-study-"))
+    try:
+        log(f"reference: ONNX fp32 on {len(texts)} sentences from {data}")
+        ref = probs_with(bundle, fp32, texts)
+        opt = work / "model.opt.onnx"
+        optimize_graph(bundle, fp32, opt)
+        splits = OutlierSplits(bundle, opt, work, texts)
+        for threshold in thresholds:
+            src, split, keep_fp32 = (opt, {}, []) if threshold is None else splits.get(threshold)
+            for wt in weights:
+                candidate = work / "candidate.onnx"
+                quantize(src, candidate, QuantRecipe("study", per_channel=True, weight_type=wt, embeddings=embeddings),
+                         keep_fp32)
+                t0 = time.perf_counter()
+                probs = probs_with(bundle, candidate, texts)
+                speed = len(texts) / (time.perf_counter() - t0)
+                cmp = compare(ref, probs, y, bundle.thresholds)
+                row = StudyRow(wt, embeddings, threshold, sum(map(len, split.values())),
+                               round(cmp["label_agreement"], 4), round(cmp["max_abs_prob_diff"], 4),
+                               cmp["macro_f1"], cmp["macro_f1_delta"],
+                               round(candidate.stat().st_size / 2**20, 1), round(speed, 1))
+                rows.append(row)
+                log(f"  weights {wt}, outlier threshold {threshold if threshold is not None else 'none'}: "
+                    f"agreement {row.label_agreement:.4f}, ΔF1 {row.macro_f1_delta:+.4f}, {row.sentences_per_s} sent/s")
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return {
+        "bundle": {"path": str(bundle.path), "name": bundle.name, "version": bundle.version},
+        "data": str(data),
+        "n": len(texts),
+        "calibration_sentences": len(splits.calib),
+        "cpu": {"name": cpu_name(), "vnni": has_vnni()},
+        "rows": [asdict(r) for r in rows],
+    }
+
+
+def study_markdown(report: dict[str, Any]) -> str:
+    b = report["bundle"]
+    lines = [
+        f"Bundle `{b['name']}` {b['version']}, {report['n']} sentences from `{report['data']}`, reference ONNX fp32; "
+        f"outlier channels from {report['calibration_sentences']} training sentences; CPU {report['cpu']['name']} "
+        f"(VNNI: {'yes' if report['cpu']['vnni'] else 'no'}).",
+        "",
+        "| weights | outlier threshold | channels split | embeddings | label agreement | max \\|Δp\\| | macro-F1 | ΔF1 (points) "
+        "| size MB | sentences/s |",
+        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in report["rows"]:
+        t = "none" if r["outlier_threshold"] is None else f"{r['outlier_threshold']:g}"
+        emb = "int8" if r["embeddings"] else "fp32"
+        lines.append(f"| {r['weights']} | {t} | {r['outlier_channels']} | {emb} | {r['label_agreement']:.2%} | "
+                     f"{r['max_abs_prob_diff']:.3f} | {r['macro_f1']:.4f} | {100 * r['macro_f1_delta']:+.2f} | "
+                     f"{r['size_mb']} | {r['sentences_per_s']} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_study(report: dict[str, Any], json_path: Path | None, markdown_path: Path | None) -> None:
+    for path, text in ((json_path, json.dumps(report, indent=2) + "\n"), (markdown_path, study_markdown(report))):
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)

@@ -1,0 +1,299 @@
+"""`sitrep eval`: score a model on labeled JSONL and write report.json (then Markdown and HTML from it).
+
+report.json is the contract (``SCHEMA_VERSION``); report.md and report.html are rendered from it
+alone (eval/render.py), so a report can be re-rendered or diffed without the model. Top-level keys:
+
+    schema_version, created, data{path,sha256,n,languages}, model{name,version,kind}, runtime,
+    thresholds{label}, n, macro_f1, micro_f1, labels_averaged, labels_excluded,
+    per_label{label}{precision,recall,f1,support,predicted,average_precision,ece},
+    per_language{lang}{n,macro_f1,micro_f1,labels_averaged,labels_excluded,ece,per_label},
+    ece, calibration{n_bins,binning,ece,per_label,bins}, pr_curves{label}, cooccurrence,
+    errors{label}{false_positives,false_negatives}, truncated{n,ids}, notes[], timing_s,
+    baseline (the same metric keys for the baseline, or null), deltas (model minus baseline, or
+    null), comparison[] (one row per compared metric, `worse` marks a regression)
+
+A label with no positive example in a slice is left out of that slice's macro-F1, listed in the
+slice's ``labels_excluded``, and said in ``notes``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sitrep.eval.metrics import (
+    calibration,
+    cooccurrence,
+    expected_calibration_error,
+    pr_curves,
+    slice_scores,
+    worst_errors,
+)
+from sitrep.eval.predictors import Predictions, Predictor
+from sitrep.models.bundle import sha256_file
+from sitrep.models.corpus import Example, label_matrix, read_examples
+from sitrep.models.labels import LABELS, to_multi_hot
+
+SCHEMA_VERSION = 1
+REPORT_JSON = "report.json"
+TOLERANCE = 5e-5  # deltas smaller than the reports' rounding are not regressions
+
+
+class EvalError(ValueError):
+    """Bad input to eval: unreadable data, an empty file, a gate without what it needs."""
+
+
+def load_examples(path: str | Path) -> list[Example]:
+    from sitrep.models.corpus import CorpusError
+
+    p = Path(path)
+    if not p.is_file():
+        raise EvalError(f"{p}: no such file")
+    try:
+        examples = read_examples(p)
+    except CorpusError as exc:
+        raise EvalError(str(exc)) from exc
+    if not examples:
+        raise EvalError(f"{p}: no labeled sentences")
+    dupes = [k for k, c in Counter(e.id for e in examples).items() if c > 1]
+    if dupes:
+        raise EvalError(f"{p}: duplicate ids {dupes[:5]}{' …' if len(dupes) > 5 else ''}")
+    return examples
+
+
+def predicted_matrix(labels: list[list[str]]) -> np.ndarray:
+    if not labels:
+        return np.zeros((0, len(LABELS)), dtype=np.int64)
+    return np.asarray([to_multi_hot(x) for x in labels], dtype=np.int64)
+
+
+def score(
+    examples: list[Example], preds: Predictions, thresholds: dict[str, float], n_errors: int | None = 5
+) -> dict[str, Any]:
+    """Every metric section of a report for one model's predictions (no `errors` when n_errors is None)."""
+    y = label_matrix(examples)
+    pred = predicted_matrix(preds.labels)
+    probs = preds.probs
+    if probs.shape != y.shape:
+        raise EvalError(f"predictor returned probabilities of shape {probs.shape} for {y.shape} gold labels")
+    overall = slice_scores(y, pred)
+    calib = calibration(probs, y)
+    curves = pr_curves(probs, y, thresholds)
+    for name, row in overall["per_label"].items():
+        row["average_precision"] = curves[name]["average_precision"]
+        row["ece"] = calib["per_label"][name]
+    per_language: dict[str, Any] = {}
+    langs = np.asarray([e.lang for e in examples])
+    for lang in sorted(set(langs.tolist())):
+        idx = np.flatnonzero(langs == lang)
+        per_language[lang] = slice_scores(y[idx], pred[idx])
+        per_language[lang]["ece"] = expected_calibration_error(probs[idx], y[idx])
+    out: dict[str, Any] = {
+        "thresholds": {k: round(float(v), 4) for k, v in thresholds.items()},
+        **{k: overall[k] for k in ("n", "macro_f1", "micro_f1", "labels_averaged", "labels_excluded")},
+        "per_label": overall["per_label"],
+        "per_language": per_language,
+        "ece": calib["ece"],
+        "calibration": calib,
+        "pr_curves": curves,
+        "cooccurrence": cooccurrence(y, pred),
+    }
+    if n_errors is not None:
+        rows = [{"id": e.id, "lang": e.lang, "text": e.text, "gold": list(e.labels)} for e in examples]
+        out["errors"] = worst_errors(probs, y, pred, rows, n_errors)
+    return out
+
+
+def exclusion_notes(section: dict[str, Any]) -> list[str]:
+    notes = []
+    slices = [("all sentences", section)] + [
+        (f"language '{k}'", v) for k, v in section["per_language"].items()
+    ]
+    for where, s in slices:
+        if s["labels_excluded"]:
+            notes.append(
+                f"{where} (n={s['n']}): no positive example of {', '.join(s['labels_excluded'])}; "
+                "left out of that slice's macro-F1 (its recall and F1 are undefined)"
+            )
+    return notes
+
+
+def _delta(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else round(a - b, 4)
+
+
+def compare(main: dict[str, Any], base: dict[str, Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Deltas (model minus baseline) and one comparison row per metric; `worse` marks regressions."""
+    rows: list[dict[str, Any]] = []
+
+    def row(
+        metric: str, where: str, a: float | None, b: float | None, higher_is_better: bool = True
+    ) -> float | None:
+        d = _delta(a, b)
+        worse = d is not None and (d < -TOLERANCE if higher_is_better else d > TOLERANCE)
+        rows.append(
+            {
+                "metric": metric,
+                "slice": where,
+                "model": a,
+                "baseline": b,
+                "delta": d,
+                "higher_is_better": higher_is_better,
+                "worse": worse,
+            }
+        )
+        return d
+
+    deltas: dict[str, Any] = {
+        "macro_f1": row("macro_f1", "all", main["macro_f1"], base["macro_f1"]),
+        "micro_f1": row("micro_f1", "all", main["micro_f1"], base["micro_f1"]),
+        "ece": row("ece", "all", main["ece"], base["ece"], higher_is_better=False),
+        "per_label": {},
+        "per_language": {},
+    }
+    for name in LABELS:
+        m, b = main["per_label"][name], base["per_label"][name]
+        deltas["per_label"][name] = {
+            k: row(k, f"label:{name}", m[k], b[k], higher_is_better=k != "ece")
+            for k in ("precision", "recall", "f1", "average_precision", "ece")
+        }
+    for lang in sorted(set(main["per_language"]) | set(base["per_language"])):
+        m, b = main["per_language"].get(lang), base["per_language"].get(lang)
+        if m is None or b is None:
+            continue
+        deltas["per_language"][lang] = {
+            "macro_f1": row("macro_f1", f"lang:{lang}", m["macro_f1"], b["macro_f1"]),
+            "micro_f1": row("micro_f1", f"lang:{lang}", m["micro_f1"], b["micro_f1"]),
+        }
+    return deltas, rows
+
+
+def model_info(predictor: Predictor) -> dict[str, Any]:
+    return {"name": predictor.name, "version": predictor.version, "kind": predictor.kind}
+
+
+def build_report(
+    examples: list[Example],
+    predictor: Predictor,
+    data_path: str | Path,
+    baseline: Predictor | None = None,
+    n_errors: int = 5,
+) -> dict[str, Any]:
+    """Run the model (and the baseline) on the examples and assemble report.json's content."""
+    texts = [e.text for e in examples]
+    t0 = time.perf_counter()
+    preds = predictor.predict(texts)
+    elapsed = time.perf_counter() - t0
+    main = score(examples, preds, predictor.thresholds, n_errors)
+    truncated_ids = [e.id for e, t in zip(examples, preds.truncated, strict=False) if t]
+    data_path = Path(data_path)
+    report: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "data": {
+            "path": str(data_path),
+            "sha256": sha256_file(data_path),
+            "n": len(examples),
+            "languages": dict(sorted(Counter(e.lang for e in examples).items())),
+        },
+        "model": model_info(predictor),
+        "runtime": predictor.runtime,
+        **main,
+        "truncated": {"n": len(truncated_ids), "ids": truncated_ids[:50]},
+        "notes": exclusion_notes(main),
+        "timing_s": {"model": round(elapsed, 2)},
+        "baseline": None,
+        "deltas": None,
+        "comparison": [],
+    }
+    if truncated_ids:
+        report["notes"].append(
+            f"{len(truncated_ids)} sentence(s) were longer than the model's max length and were truncated "
+            "(ids in truncated.ids)"
+        )
+    if baseline is not None:
+        t0 = time.perf_counter()
+        base_preds = baseline.predict(texts)
+        report["timing_s"]["baseline"] = round(time.perf_counter() - t0, 2)
+        base = score(examples, base_preds, baseline.thresholds, n_errors=None)
+        report["baseline"] = {"model": model_info(baseline), "runtime": baseline.runtime, **base}
+        report["deltas"], report["comparison"] = compare(main, base)
+    return report
+
+
+def gate_failures(
+    report: dict[str, Any], fail_under: float | None = None, max_regression: float | None = None
+) -> list[str]:
+    """Why a retraining pipeline should stop: macro-F1 under a floor, or a macro-F1 drop beyond POINTS.
+
+    `max_regression` is in F1 points (0.5 = 0.005 macro-F1) and applies to the overall macro-F1
+    and to each language's macro-F1 against the baseline.
+    """
+    failures: list[str] = []
+    if fail_under is not None:
+        f1 = report["macro_f1"]
+        if f1 is None:
+            failures.append("macro-F1 is undefined (no label has a positive example)")
+        elif f1 < fail_under:
+            failures.append(f"macro-F1 {f1:.4f} is under --fail-under {fail_under:.4f}")
+    if max_regression is not None:
+        if report["baseline"] is None:
+            raise EvalError("--max-regression needs --baseline")
+        for r in report["comparison"]:
+            if r["metric"] != "macro_f1" or r["delta"] is None:
+                continue
+            if r["delta"] * 100 < -max_regression - 1e-9:
+                failures.append(
+                    f"macro-F1 ({r['slice']}) fell {-r['delta'] * 100:.2f} points "
+                    f"({r['baseline']:.4f} -> {r['model']:.4f}), more than --max-regression "
+                    f"{max_regression:g}"
+                )
+    return failures
+
+
+def write_json(report: dict[str, Any], path: Path) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
+    """Write report.json, then report.md (+ plots/*.png) and the self-contained report.html."""
+    from sitrep.eval.render import write_rendered
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(report, out / REPORT_JSON)
+    return {"json": out / REPORT_JSON, **write_rendered(report, out)}
+
+
+def run_eval(
+    model: str | Path,
+    data: str | Path,
+    report_dir: str | Path,
+    runtime: str = "onnx-int8",
+    baseline: str | Path | None = None,
+    baseline_runtime: str | None = None,
+    threads: int | None = None,
+    n_errors: int = 5,
+    progress: bool = True,
+) -> tuple[dict[str, Any], dict[str, Path]]:
+    """Load, predict, score, write. Raises EvalError / PredictorError for bad input."""
+    from sitrep.eval.predictors import load_predictor
+
+    if n_errors < 0:
+        raise EvalError("--errors must be >= 0")
+    examples = load_examples(data)
+    predictor = load_predictor(model, runtime, threads=threads, progress=progress)
+    base = None
+    if baseline is not None:
+        base = load_predictor(baseline, baseline_runtime or runtime, threads=threads, progress=progress)
+    report = build_report(examples, predictor, data, baseline=base, n_errors=n_errors)
+    return report, write_report(report, report_dir)

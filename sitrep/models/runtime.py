@@ -1,0 +1,222 @@
+"""The inference core: load a bundle with a chosen runtime, classify a list of texts.
+
+    clf = load("artifacts/models/default", runtime="onnx-int8")
+    result = clf.classify(["The group said its fighters hit the base."])
+    result.probs   # [n, 4] calibrated, independent per-label probabilities
+    result.labels  # [["claim"]]
+
+Runtimes: ``onnx-int8`` (CPU default), ``onnx`` (fp32), ``cuda`` (fp16 on ONNX Runtime's CUDA
+execution provider) and ``torch`` (the reference; the only one that imports torch). Texts are
+tokenized once, sorted by length into batches, run, and scattered back: output order is input order
+whatever the batch size. Serving, batch scoring and eval all go through this class.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from sitrep.models.bundle import HF_DIR, ONNX_FILES, TOKENIZER_FILE, Bundle, BundleError, load_bundle
+from sitrep.models.calibration import calibrated_probs, labels_above
+from sitrep.models.cpu import has_vnni
+from sitrep.models.encoding import Encoded, TextEncoder, length_batches
+
+RUNTIMES = ("onnx-int8", "onnx", "cuda", "torch")
+DEFAULT_RUNTIME = "onnx-int8"
+
+
+class RuntimeUnavailable(RuntimeError):
+    """The chosen runtime cannot run here (e.g. `cuda` without a CUDA device)."""
+
+
+class Backend(Protocol):
+    on_gpu: bool
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray: ...
+
+
+@dataclass
+class Timings:
+    tokenize_s: float = 0.0
+    model_s: float = 0.0
+
+
+@dataclass
+class Result:
+    probs: np.ndarray  # [n, len(LABELS)] float32
+    labels: list[list[str]]
+    truncated: list[bool]
+    timings: Timings = field(default_factory=Timings)
+
+
+class OnnxBackend:
+    def __init__(self, path: Path, runtime: str, threads: int | None, spin: bool = True) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        if not spin:
+            # Idle intra-op workers sleep instead of busy-waiting: costs a little latency, saves CPU for
+            # the HTTP loop and tokenization when they share the cores (serving).
+            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.intra_op_num_threads = threads or 0  # 0 = one per physical core
+        opts.inter_op_num_threads = 1
+        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if runtime == "cuda":
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise RuntimeUnavailable(
+                    "runtime 'cuda' needs onnxruntime-gpu with a CUDA device "
+                    f"(available providers: {ort.get_available_providers()})"
+                )
+            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+        else:
+            providers = ["CPUExecutionProvider"]
+        self.on_gpu = runtime == "cuda"
+        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        if runtime == "cuda" and self.session.get_providers()[0] != "CUDAExecutionProvider":
+            raise RuntimeUnavailable("the CUDA execution provider did not initialise (no GPU visible?)")
+        self.input_names = {i.name for i in self.session.get_inputs()}
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
+        (logits,) = self.session.run(["logits"], {k: v for k, v in feeds.items() if k in self.input_names})
+        return logits.astype(np.float32)
+
+
+class TorchBackend:
+    def __init__(self, hf_dir: Path, threads: int | None, device: str | None) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.torch = torch
+        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.on_gpu = self.device.type == "cuda"
+        self.model = AutoModelForSequenceClassification.from_pretrained(hf_dir).to(self.device).eval()
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        torch = self.torch
+        with torch.inference_mode():
+            out = self.model(
+                input_ids=torch.from_numpy(input_ids).to(self.device),
+                attention_mask=torch.from_numpy(attention_mask).to(self.device),
+            )
+        return out.logits.float().cpu().numpy()
+
+
+class Classifier:
+    """A bundle plus one runtime. Thread-safe for concurrent `classify` calls on ONNX runtimes."""
+
+    def __init__(self, bundle: Bundle, runtime: str, backend: Backend) -> None:
+        self.bundle = bundle
+        self.runtime = runtime
+        self.backend = backend
+        self.encoder = TextEncoder(bundle.tokenizer_file, bundle.max_length)
+        self.thresholds = np.asarray(bundle.thresholds, dtype=np.float32)
+
+    @property
+    def labels(self) -> list[str]:
+        return self.bundle.labels
+
+    @property
+    def on_gpu(self) -> bool:
+        """The model runs on a GPU (runtime `cuda`, or `torch` on a CUDA device)."""
+        return self.backend.on_gpu
+
+    def encode(self, texts: list[str]) -> Encoded:
+        return self.encoder.encode(texts)
+
+    def logits_encoded(
+        self, encoded: Encoded, batch_size: int = 32, max_tokens: int | None = None, timings: Timings | None = None
+    ) -> np.ndarray:
+        n = len(encoded.ids)
+        out = np.zeros((n, len(self.labels)), dtype=np.float32)
+        for idx in length_batches(encoded.lengths, batch_size, max_tokens):
+            input_ids, mask = self.encoder.pad([encoded.ids[i] for i in idx])
+            t0 = time.perf_counter()
+            out[idx] = self.backend(input_ids, mask)
+            if timings is not None:
+                timings.model_s += time.perf_counter() - t0
+        return out
+
+    def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+        return self.logits_encoded(self.encode(texts), batch_size)
+
+    def classify(
+        self,
+        texts: list[str],
+        batch_size: int = 32,
+        thresholds: list[float] | np.ndarray | None = None,
+        max_tokens: int | None = None,
+    ) -> Result:
+        timings = Timings()
+        t0 = time.perf_counter()
+        encoded = self.encode(list(texts))
+        timings.tokenize_s = time.perf_counter() - t0
+        return self.classify_encoded(encoded, batch_size, thresholds, max_tokens, timings)
+
+    def classify_encoded(
+        self,
+        encoded: Encoded,
+        batch_size: int = 32,
+        thresholds: list[float] | np.ndarray | None = None,
+        max_tokens: int | None = None,
+        timings: Timings | None = None,
+    ) -> Result:
+        timings = timings or Timings()
+        logits = self.logits_encoded(encoded, batch_size, max_tokens, timings)
+        probs = calibrated_probs(logits, self.bundle.calibration)
+        cut = self.thresholds if thresholds is None else np.asarray(thresholds, dtype=np.float32)
+        return Result(probs=probs, labels=labels_above(probs, cut), truncated=encoded.truncated, timings=timings)
+
+    def warmup(self) -> None:
+        """Run the model once on short and long inputs so the first request is not slow."""
+        self.classify(["warm-up", "warm-up " * (self.bundle.max_length // 2)], batch_size=2)
+
+
+def runtime_files(runtime: str) -> list[str]:
+    if runtime == "torch":
+        return [f"{HF_DIR}/config.json", f"{HF_DIR}/model.safetensors", TOKENIZER_FILE]
+    return [ONNX_FILES[runtime], TOKENIZER_FILE]
+
+
+def load(
+    bundle: Bundle | str | os.PathLike[str],
+    runtime: str = DEFAULT_RUNTIME,
+    *,
+    threads: int | None = None,
+    device: str | None = None,
+    verify: bool = True,
+    spin: bool = True,
+) -> Classifier:
+    """Load a bundle with one runtime. Verifies the hashes of the files that runtime reads."""
+    if runtime not in RUNTIMES:
+        raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
+    b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, verify=False)
+    needed = runtime_files(runtime)
+    for rel in needed:
+        if not b.has(rel):
+            hint = " (run `sitrep export BUNDLE`)" if rel.startswith("onnx/") else ""
+            raise BundleError(f"{b.path}: runtime {runtime!r} needs {rel}, which this bundle lacks{hint}")
+    if verify:
+        b.verify(needed)
+    if runtime == "onnx-int8" and b.int8_needs_vnni and not has_vnni():
+        warnings.warn(
+            f"{b.path}: this int8 model has int8 weights, whose parity was checked on a CPU with VNNI; this CPU "
+            "has none, and its AVX2 int8 kernels can saturate, so results may drift from the parity report. "
+            "Run `sitrep export` on this machine (it then picks uint8 weights) or use runtime 'onnx'.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+    if runtime == "torch":
+        backend: Backend = TorchBackend(b.hf_dir, threads, device)
+    else:
+        backend = OnnxBackend(b.onnx_file(runtime), runtime, threads, spin=spin)
+    return Classifier(b, runtime, backend)

@@ -1,0 +1,63 @@
+"""Multi-label scores shared by training (early stopping, thresholds), export (parity) and eval.
+
+A label with no positive example in a slice is left out of that slice's macro average: its F1 is
+undefined, not zero. `macro_f1` reports which labels were averaged.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from sklearn.metrics import f1_score, precision_recall_fscore_support
+
+from sitrep.models.labels import LABELS
+
+
+@dataclass
+class LabelScores:
+    precision: float
+    recall: float
+    f1: float
+    support: int
+
+
+def per_label_scores(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, LabelScores]:
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, average=None, zero_division=0,
+                                                 labels=list(range(len(LABELS))))
+    return {
+        name: LabelScores(float(p[i]), float(r[i]), float(f[i]), int(s[i])) for i, name in enumerate(LABELS)
+    }
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> tuple[float, list[str]]:
+    """Macro-F1 over the labels that have at least one positive; returns (score, labels averaged)."""
+    present = [i for i in range(len(LABELS)) if y_true[:, i].sum() > 0]
+    if not present:
+        return float("nan"), []
+    score = f1_score(y_true[:, present], y_pred[:, present], average="macro", zero_division=0)
+    return float(score), [LABELS[i] for i in present]
+
+
+def micro_f1(y_true: np.ndarray, y_pred: np.ndarray) -> float:
+    return float(f1_score(y_true, y_pred, average="micro", zero_division=0))
+
+
+def best_f1_threshold(probs: np.ndarray, y: np.ndarray, lo: float = 0.05, hi: float = 0.95) -> float:
+    """The threshold in [lo, hi] that maximises F1 of one label on (probs, y); 0.5 without positives."""
+    if y.sum() == 0:
+        return 0.5
+    # Candidates are midpoints between consecutive distinct scores: a threshold never sits exactly on
+    # a dev score, so tiny numeric differences between runtimes do not flip decisions at the cut.
+    values = np.unique(probs)
+    mids = (values[1:] + values[:-1]) / 2 if len(values) > 1 else values
+    candidates = np.unique(np.clip(np.concatenate([mids, [0.5]]), lo, hi))
+    best_t, best_f = 0.5, -1.0
+    for t in candidates:
+        pred = probs >= t
+        tp = float(np.sum(pred & (y == 1)))
+        f = 2 * tp / (pred.sum() + y.sum()) if (pred.sum() + y.sum()) else 0.0
+        # Ties go to the threshold closest to 0.5 (less overfit to the dev set's extremes).
+        if f > best_f + 1e-12 or (abs(f - best_f) <= 1e-12 and abs(t - 0.5) < abs(best_t - 0.5)):
+            best_t, best_f = float(t), f
+    return best_t

@@ -1,0 +1,204 @@
+"""`sitrep train`, `sitrep export`, `sitrep data …`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+
+def train(
+    config: Path | None = typer.Option(None, "--config", "-c", help="TOML config (sitrep/training/configs/default.toml)."),
+    out: Path = typer.Option(Path("artifacts/models/default"), "--out", "-o", help="Bundle directory to write."),
+    arch: str = typer.Option("transformer", help="'transformer' (fine-tune) or 'tfidf' (char n-gram baseline)."),
+    base_model: str | None = typer.Option(None, help="Bundled alias, local folder or hub name (e.g. xlm-roberta-base)."),
+    train_langs: str | None = typer.Option(None, help="Comma-separated languages to train on, e.g. 'en'."),
+    train_file: str | None = typer.Option(None, help="Training JSONL (default data/train.jsonl)."),
+    dev_file: str | None = typer.Option(None, help="Dev JSONL for early stopping and calibration."),
+    name: str | None = typer.Option(None, help="Model name recorded in the manifest."),
+    version: str | None = typer.Option(None, help="Model version (default: a UTC timestamp)."),
+    seed: int | None = typer.Option(None),
+    max_length: int | None = typer.Option(None, help="Max tokens per sentence."),
+    epochs: int | None = typer.Option(None),
+    max_steps: int | None = typer.Option(None, help="Stop after this many optimizer steps."),
+    lr: float | None = typer.Option(None, help="Encoder learning rate."),
+    warmup_ratio: float | None = typer.Option(None),
+    batch_size: int | None = typer.Option(None),
+    grad_accum: int | None = typer.Option(None, help="Gradient accumulation steps."),
+    patience: int | None = typer.Option(None, help="Evaluations without dev gain before early stopping."),
+    threads: int | None = typer.Option(None, help="torch CPU threads."),
+    device: str | None = typer.Option(None, help="cpu / cuda (default: cuda if available)."),
+    resume: bool = typer.Option(False, help="Continue an interrupted run from OUT/checkpoint."),
+    force: bool = typer.Option(False, help="Overwrite an existing bundle at OUT."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Fine-tune a multilingual encoder (multi-label: sigmoid + BCE) and write a model bundle.
+
+    Examples:
+
+      sitrep train -c sitrep/training/configs/default.toml -o artifacts/models/default
+
+      sitrep train --train-langs en -o artifacts/models/en-only      # zero-shot transfer
+
+      sitrep train --arch tfidf -o artifacts/models/tfidf            # the baseline to beat
+    """
+    langs = [x.strip() for x in train_langs.split(",")] if train_langs else None
+    if arch == "tfidf":
+        from sitrep.training.tfidf import train_tfidf
+
+        model = train_tfidf(out=out, train_file=train_file or "data/train.jsonl",
+                            dev_file=dev_file or "data/dev.jsonl", train_langs=langs, seed=seed or 13)
+        _print_scores(model.meta["scores"])
+        typer.echo(f"baseline written: {out}")
+        return
+    if arch != "transformer":
+        raise typer.BadParameter("--arch must be 'transformer' or 'tfidf'")
+    from sitrep.training.config import TrainConfig
+    from sitrep.training.train import TrainingError
+    from sitrep.training.train import train as run_train
+
+    overrides = dict(
+        base_model=base_model, train_langs=langs, train_file=train_file, dev_file=dev_file, name=name,
+        version=version, seed=seed, max_length=max_length, epochs=epochs, max_steps=max_steps, lr=lr,
+        warmup_ratio=warmup_ratio, batch_size=batch_size, grad_accum=grad_accum, patience=patience,
+        threads=threads, device=device,
+    )
+    try:
+        cfg = TrainConfig.load(config, overrides)
+        path = run_train(cfg, out, resume=resume, force=force, progress=not quiet)
+    except (TrainingError, ValueError, FileNotFoundError) as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    from sitrep.models.bundle import load_bundle
+
+    _print_scores(load_bundle(path, verify=False).manifest.scores)
+    typer.echo(f"bundle written: {path}")
+
+
+def _print_scores(scores: dict) -> None:
+    for split, s in scores.items():
+        typer.echo(f"{split:>9}: macro-F1 {s['macro_f1']:.4f}  per label {s['per_label_f1']}")
+        typer.echo(f"{'':>9}  per language {s['per_language_macro_f1']}")
+
+
+def export(
+    bundle: Path = typer.Argument(..., help="Bundle directory from `sitrep train`."),
+    data: Path | None = typer.Option(None, help="Labeled JSONL for parity (default: the bundle's dev file)."),
+    portable_int8: bool = typer.Option(
+        False, help="int8 with uint8 weights only: safe on CPUs without VNNI, slower than int8 weights on VNNI."
+    ),
+) -> None:
+    """Export ONNX fp32, int8 (CPU) and fp16 (CUDA) into the bundle, with parity gates against torch.
+
+    Fails (exit 1) when ONNX fp32 differs from torch by more than 1e-3 in probability, or when no
+    int8 recipe keeps label agreement >= 99% and macro-F1 within 0.5 point. Report: BUNDLE/reports/parity.json.
+    """
+    from sitrep.models.bundle import BundleError
+    from sitrep.training.export import ExportError
+    from sitrep.training.export import export as run_export
+
+    try:
+        report = run_export(bundle, data=data, portable=portable_int8)
+    except BundleError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    except ExportError as exc:
+        typer.secho(f"export failed a parity gate: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from exc
+    for rt, p in report["runtimes"].items():
+        if p["label_agreement"] is None:
+            typer.echo(f"{rt:>9}: {p['note']}")
+            continue
+        typer.echo(f"{rt:>9}: max|Δp| {p['max_abs_prob_diff']:.2e}  agreement {p['label_agreement']:.4f}  "
+                   f"macro-F1 {p['macro_f1']:.4f} ({p['macro_f1_delta']:+.4f})  {p['note']}")
+    typer.echo(f"sizes (MB): {report['sizes_mb']}")
+
+
+data_app = typer.Typer(help="The labeled corpus in data/: validate it.", no_args_is_help=True)
+
+
+@data_app.command("validate")
+def data_validate(
+    data_dir: Path = typer.Argument(Path("data"), help="Folder with train/dev/test/zeroshot.jsonl and topics.json."),
+    markdown: bool = typer.Option(False, help="Print the counts table as Markdown (for data/README.md)."),
+    show_warnings: bool = typer.Option(False, "--warnings", help="List every warning, not just their count."),
+) -> None:
+    """Check schema, labels, scripts, duplicates, topic leakage and balance; print the counts table.
+
+    Exits 1 when any error is found (CI runs it on data/).
+    """
+    from rich.console import Console
+    from rich.table import Table
+
+    from sitrep.models.labels import LABELS
+    from sitrep.training.validate_data import SPLITS, table_markdown, validate
+
+    report = validate(data_dir)
+    console = Console()
+    if markdown:
+        console.print(table_markdown(report), markup=False, soft_wrap=True)
+    else:
+        table = Table(title=f"{data_dir}: sentences and label shares per language")
+        for col in ["lang", "n", *SPLITS, "background", *LABELS, "multi/labeled", "topics"]:
+            table.add_column(col, justify="right")
+        for e in report.table:
+            table.add_row(e["lang"], str(e["n"]), *(str(e[s]) for s in SPLITS), f"{e['background']:.0%}",
+                          *(f"{e[k]:.0%}" for k in LABELS), f"{e['multi_of_labeled']:.0%}", str(e["topics"]))
+        console.print(table)
+    for w in report.warnings if show_warnings else []:
+        console.print(f"[yellow]warning[/]: {w}", soft_wrap=True)
+    for e in report.errors:
+        console.print(f"[red]error[/]: {e}", soft_wrap=True, markup=True)
+    console.print(f"{len(report.errors)} errors, {len(report.warnings)} warnings")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def bench_int8(
+    bundle: Path = typer.Argument(..., help="An exported model bundle (needs onnx/model.onnx)."),
+    data: Path | None = typer.Option(None, "--data", "-d", help="Labeled JSONL (default: the bundle's dev file)."),
+    thresholds: str = typer.Option("none,4", help="FFN outlier thresholds to try; 'none' = no split."),
+    weights: str = typer.Option("int8,uint8", help="Weight types: int8 (u8s8 kernels), uint8 (u8u8)."),
+    embeddings: bool = typer.Option(False, help="Quantize the embedding table too (per tensor; export keeps it fp32)."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the rows as JSON here."),
+    markdown_path: Path | None = typer.Option(None, "--markdown", help="Write the table as Markdown here."),
+) -> None:
+    """Compare int8 settings side by side on dev against ONNX fp32 (agreement, ΔF1, size, speed).
+
+    Nothing is written into the bundle: this is the table behind `sitrep export`'s int8 ladder.
+
+    Examples:
+
+      sitrep bench int8 artifacts/models/default
+
+      sitrep bench int8 artifacts/models/default --thresholds none,3,4,5,6 --weights int8 --markdown int8.md
+    """
+    from sitrep.bench.int8 import run_study, study_markdown, write_study
+    from sitrep.models.bundle import BundleError
+    from sitrep.models.corpus import CorpusError
+
+    try:
+        ts = [None if t.strip().lower() == "none" else float(t) for t in thresholds.split(",") if t.strip()]
+        ws = [w.strip() for w in weights.split(",") if w.strip()]
+    except ValueError as exc:
+        typer.secho(f"error: --thresholds takes numbers or 'none' ({exc})", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    bad = [w for w in ws if w not in ("int8", "uint8")]
+    if bad or not ws or not ts:
+        typer.secho(f"error: --weights takes int8 and/or uint8, --thresholds at least one value (got {bad})",
+                    fg="red", err=True)
+        raise typer.Exit(2)
+    try:
+        report = run_study(bundle, data, ts, ws, embeddings, log=typer.echo)
+    except (BundleError, CorpusError, FileNotFoundError) as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from exc
+    write_study(report, json_path, markdown_path)
+    typer.echo(study_markdown(report))
+
+
+def register(app: typer.Typer, bench: typer.Typer) -> None:
+    bench.command("int8")(bench_int8)
+    app.command("train")(train)
+    app.command("export")(export)
+    app.add_typer(data_app, name="data")

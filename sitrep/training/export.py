@@ -1,0 +1,390 @@
+"""`sitrep export BUNDLE`: ONNX fp32, int8 for CPU, fp16 for CUDA, each checked against torch fp32.
+
+int8: the fp32 graph goes through ONNX Runtime's transformer optimizer (attention / LayerNorm / GELU
+fusion), then dynamic quantization. Multilingual MiniLM-style encoders are known to collapse under
+naive dynamic quantization (onnxruntime issue #9599), so export tries a short ladder of settings,
+from naive to conservative, scores each on dev against the torch model, records every attempt in
+the parity report, and keeps the first that passes the gate.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sitrep.models.bundle import ONNX_FILES, Bundle, load_bundle, write_bundle_manifest
+from sitrep.models.corpus import label_matrix, read_examples
+from sitrep.models.cpu import cpu_name, has_vnni
+from sitrep.models.encoding import TextEncoder
+from sitrep.models.runtime import RuntimeUnavailable, load
+from sitrep.models.scores import macro_f1
+from sitrep.training.outlier_split import fp32_node, split_outliers
+
+OPSET = 17
+PARITY_REPORT = "reports/parity.json"
+
+
+class ExportError(RuntimeError):
+    """Export failed a parity gate (the report says which and by how much)."""
+
+
+@dataclass
+class Gates:
+    fp32_max_abs_prob: float = 1e-3
+    int8_min_agreement: float = 0.99
+    int8_max_f1_drop: float = 0.005  # 0.5 point of macro-F1
+
+
+@dataclass
+class QuantRecipe:
+    """One dynamic-quantization setting tried for the int8 model."""
+
+    name: str
+    per_channel: bool
+    weight_type: str = "uint8"  # uint8 weights use ORT's u8u8 kernels, which do not saturate on AVX2
+    optimize: bool = True
+    exclude_sensitive: int = 0  # keep this many of the most sensitive FFN MatMuls in fp32 (-1: all)
+    # Split the FFN MatMuls' input channels whose calibration |max| exceeds this off into thin fp32
+    # MatMuls (training/outlier_split.py); None: no split.
+    outlier_threshold: float | None = None
+    vnni_only: bool = False  # tried only on CPUs with VNNI, where int8 weights cannot saturate (models/cpu.py)
+    embeddings: bool = False  # quantize the embedding table too (EmbedLayerNormalization); `sitrep bench int8`
+
+
+# From naive to conservative; the first recipe that passes the gate is kept. On multilingual-e5-small
+# the naive setting collapses (issue #9599). The FFN MatMuls' inputs carry a few channels of "massive
+# activations" (far above all other channels) that ruin per-tensor dynamic activation scales. On a CPU
+# with VNNI, splitting those channels off into fp32 keeps every MatMul int8 with u8s8 kernels (the
+# fastest). Elsewhere (or if that fails) uint8 weights, and the FFN MatMuls that hurt most stay fp32.
+LADDER = [
+    QuantRecipe("naive: per-tensor int8, unoptimized graph", per_channel=False, weight_type="int8", optimize=False),
+    QuantRecipe("optimized graph, per-channel int8 (u8s8)", per_channel=True, weight_type="int8", vnni_only=True),
+    QuantRecipe("optimized graph, per-channel int8 (u8s8), FFN outlier channels (|x| > 4) in fp32",
+                per_channel=True, weight_type="int8", outlier_threshold=4.0, vnni_only=True),
+    QuantRecipe("optimized graph, per-channel uint8", per_channel=True),
+    QuantRecipe("+ 2 most sensitive FFN MatMuls in fp32", per_channel=True, exclude_sensitive=2),
+    QuantRecipe("+ 4 most sensitive FFN MatMuls in fp32", per_channel=True, exclude_sensitive=4),
+    QuantRecipe("+ 8 most sensitive FFN MatMuls in fp32", per_channel=True, exclude_sensitive=8),
+    QuantRecipe("all FFN MatMuls in fp32", per_channel=True, exclude_sensitive=-1),
+]
+
+
+def ladder(vnni: bool | None = None, portable: bool = False) -> list[QuantRecipe]:
+    """The recipes export tries on this CPU: int8-weight ones only with VNNI, none at all when `portable`."""
+    vnni = has_vnni() if vnni is None else vnni
+    return [r for r in LADDER if (vnni or not r.vnni_only) and not (portable and r.weight_type == "int8")]
+
+
+@dataclass
+class Parity:
+    runtime: str
+    max_abs_prob_diff: float | None
+    label_agreement: float | None  # fraction of sentences whose whole label set equals torch's
+    macro_f1: float | None
+    macro_f1_delta: float | None  # runtime minus torch; None where not measured
+    passed: bool | None
+    note: str = ""
+    recipe: str | None = None
+    attempts: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _export_fp32(bundle: Bundle, path: Path) -> None:
+    import torch
+    from transformers import AutoModelForSequenceClassification
+
+    # Eager attention exports the classic BERT attention pattern, which ONNX Runtime's transformer
+    # optimizer fuses into one Attention op (the SDPA export is left unfused).
+    model = AutoModelForSequenceClassification.from_pretrained(bundle.hf_dir, attn_implementation="eager").eval()
+
+    class Logits(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask).logits
+
+    ids = torch.ones((2, 16), dtype=torch.long)
+    mask = torch.ones((2, 16), dtype=torch.long)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.onnx.export(
+        Logits(),
+        (ids, mask),
+        str(path),
+        input_names=["input_ids", "attention_mask"],
+        output_names=["logits"],
+        dynamic_axes={"input_ids": {0: "batch", 1: "sequence"}, "attention_mask": {0: "batch", 1: "sequence"},
+                      "logits": {0: "batch"}},
+        opset_version=OPSET,
+        dynamo=False,
+    )
+
+
+def _model_shape(bundle: Bundle) -> tuple[int, int, int]:
+    config = json.loads((bundle.hf_dir / "config.json").read_text())
+    return config["num_attention_heads"], config["hidden_size"], config["num_hidden_layers"]
+
+
+def optimize_graph(bundle: Bundle, src: Path, dst: Path, fp16: bool = False) -> None:
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    heads, hidden, _ = _model_shape(bundle)
+    opt = optimize_model(str(src), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=1,
+                         use_gpu=False)
+    if fp16:
+        opt.convert_float_to_float16(keep_io_types=True)
+    opt.save_model_to_file(str(dst))
+
+
+def ffn_matmuls(model_path: Path) -> tuple[list[str], list[str]]:
+    """(FFN-input, FFN-output) MatMul names of an optimized graph: into and out of the GELU, graph order."""
+    import onnx
+
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    weights = {init.name for init in graph.initializer}
+    producers = {out: node for node in graph.node for out in node.output}
+    consumers: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    gelu = ("Gelu", "FastGelu", "BiasGelu")
+    into, out = [], []
+    for node in graph.node:
+        if node.op_type != "MatMul" or node.input[1] not in weights:
+            continue
+        src = producers.get(node.input[0])
+        feeds_gelu = any(c.op_type in gelu or (c.op_type == "Add" and any(
+            cc.op_type in gelu for cc in consumers.get(c.output[0], []))) for c in consumers.get(node.output[0], []))
+        if src is not None and src.op_type in gelu:
+            out.append(node.name)
+        elif feeds_gelu:
+            into.append(node.name)
+    return into, out
+
+
+def quantize(src: Path, dst: Path, recipe: QuantRecipe, exclude: list[str]) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(
+        str(src),
+        str(dst),
+        weight_type=QuantType.QUInt8 if recipe.weight_type == "uint8" else QuantType.QInt8,
+        per_channel=recipe.per_channel,
+        op_types_to_quantize=(["MatMul", "Attention"] + (["EmbedLayerNormalization"] if recipe.embeddings else [])
+                              if recipe.optimize else None),
+        nodes_to_exclude=exclude,
+        extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
+    )
+
+
+def probs_with(bundle: Bundle, path: Path, texts: list[str]) -> np.ndarray:
+    """Calibrated probabilities of an ONNX file that is not (yet) part of the bundle, via the runtime."""
+    from sitrep.models.runtime import Classifier, OnnxBackend
+
+    return Classifier(bundle, "onnx-int8", OnnxBackend(path, "onnx-int8", None)).classify(texts).probs
+
+
+def rank_sensitivity(
+    bundle: Bundle, src: Path, candidates: list[str], texts: list[str], ref: np.ndarray, work: Path, log: Any
+) -> list[tuple[str, float]]:
+    """Quantize one candidate at a time; rank by mean |Δ probability| against fp32 (most sensitive first)."""
+    probe = work / "probe.int8.onnx"
+    recipe = QuantRecipe("probe", per_channel=True)
+    scores = []
+    for i, node in enumerate(candidates, 1):
+        quantize(src, probe, recipe, exclude=[n for n in candidates if n != node])
+        delta = float(np.mean(np.abs(probs_with(bundle, probe, texts) - ref)))
+        scores.append((node, delta))
+        log(f"      sensitivity {i}/{len(candidates)}: {node} mean|Δp| {delta:.5f}")
+    return sorted(scores, key=lambda x: -x[1])
+
+
+def calibration_texts(bundle: Bundle, fallback: list[str], n: int = 256) -> list[str]:
+    """`n` sentences spread over the bundle's training file (the parity texts if it is not there)."""
+    train_file = Path(bundle.manifest.training.get("config", {}).get("train_file", ""))
+    pool = [e.text for e in read_examples(train_file)] if train_file.is_file() else fallback
+    return pool[:: max(1, len(pool) // n)][:n]
+
+
+class OutlierSplits:
+    """The optimized graph with its FFN outlier channels split off, built once per threshold."""
+
+    def __init__(self, bundle: Bundle, opt: Path, work: Path, fallback_texts: list[str]) -> None:
+        self.bundle, self.opt, self.work = bundle, opt, work
+        self.ffn = [name for group in ffn_matmuls(opt) for name in group]
+        self.calib = calibration_texts(bundle, fallback_texts)
+        self._built: dict[float, tuple[Path, dict[str, list[int]]]] = {}
+
+    def get(self, threshold: float) -> tuple[Path, dict[str, list[int]], list[str]]:
+        """(split graph, {MatMul: outlier channels}, the thin fp32 MatMuls to keep out of quantization)."""
+        if threshold not in self._built:
+            path = self.work / f"model.split{threshold:g}.onnx"
+            encoder = TextEncoder(self.bundle.tokenizer_file, self.bundle.max_length)
+            self._built[threshold] = (path, split_outliers(self.opt, path, self.ffn, encoder, self.calib, threshold))
+        path, split = self._built[threshold]
+        return path, split, [fp32_node(name) for name in split]
+
+
+def _label_sets(probs: np.ndarray, thresholds: list[float]) -> np.ndarray:
+    return (probs >= np.asarray(thresholds)[None, :]).astype(np.int64)
+
+
+def compare(ref_probs: np.ndarray, probs: np.ndarray, y: np.ndarray, thresholds: list[float]) -> dict[str, float]:
+    ref_pred, pred = _label_sets(ref_probs, thresholds), _label_sets(probs, thresholds)
+    f_ref, _ = macro_f1(y, ref_pred)
+    f, _ = macro_f1(y, pred)
+    return {
+        "max_abs_prob_diff": float(np.max(np.abs(ref_probs - probs))) if len(probs) else 0.0,
+        "label_agreement": float(np.mean(np.all(ref_pred == pred, axis=1))) if len(probs) else 1.0,
+        "macro_f1": round(f, 4),
+        "macro_f1_delta": round(f - f_ref, 4),
+    }
+
+
+def _register(bundle: Bundle) -> Bundle:
+    """Rehash the bundle's files into its manifest (new ONNX files become part of it)."""
+    return write_bundle_manifest(bundle.path, bundle.manifest)
+
+
+def export(
+    bundle_path: str | Path,
+    data: str | Path | None = None,
+    gates: Gates | None = None,
+    limit: int | None = None,
+    log: Any = print,
+    portable: bool = False,
+) -> dict[str, Any]:
+    """Export all three ONNX files into the bundle and write the parity report. Raises ExportError.
+
+    `portable`: only recipes with uint8 weights, safe on CPUs without VNNI (models/cpu.py), even on one with.
+    """
+    gates = gates or Gates()
+    bundle = load_bundle(bundle_path)
+    data = data or bundle.manifest.training.get("config", {}).get("dev_file", "data/dev.jsonl")
+    examples = read_examples(data)[:limit] if limit else read_examples(data)
+    texts = [e.text for e in examples]
+    y = label_matrix(examples)
+    thresholds = bundle.thresholds
+    onnx_dir = bundle.path / "onnx"
+    work = bundle.path / "onnx.work.tmp"
+    shutil.rmtree(onnx_dir, ignore_errors=True)
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    t0 = time.perf_counter()
+
+    log(f"[1/4] torch fp32 reference on {len(texts)} sentences from {data}")
+    ref = load(bundle, "torch", device="cpu").classify(texts).probs
+    f_ref, _ = macro_f1(y, _label_sets(ref, thresholds))
+
+    log("[2/4] ONNX fp32 export")
+    fp32 = bundle.path / ONNX_FILES["onnx"]
+    _export_fp32(bundle, fp32)
+    bundle = _register(bundle)
+    cmp = compare(ref, load(bundle, "onnx").classify(texts).probs, y, thresholds)
+    onnx_parity = Parity("onnx", **cmp, passed=cmp["max_abs_prob_diff"] <= gates.fp32_max_abs_prob)
+
+    log("[3/4] int8: transformer optimizer + dynamic quantization ladder")
+    int8 = bundle.path / ONNX_FILES["onnx-int8"]
+    attempts: list[dict[str, Any]] = []
+    chosen: dict[str, Any] | None = None
+    opt = work / "model.opt.onnx"
+    optimize_graph(bundle, fp32, opt)
+    splits = OutlierSplits(bundle, opt, work, texts)
+    ranking: list[tuple[str, float]] | None = None
+    for recipe in ladder(portable=portable):
+        exclude: list[str] = []
+        src = opt if recipe.optimize else fp32
+        split: dict[str, list[int]] = {}
+        if recipe.outlier_threshold is not None:
+            src, split, exclude = splits.get(recipe.outlier_threshold)
+            log(f"      outlier split: {sum(map(len, split.values()))} channels of {len(split)} FFN MatMuls "
+                f"above |x| {recipe.outlier_threshold:g} on {len(splits.calib)} calibration sentences")
+        if recipe.exclude_sensitive:
+            if ranking is None:
+                calib = texts[:: max(1, len(texts) // 128)]
+                onnx_probs = probs_with(bundle, fp32, calib)
+                ranking = rank_sensitivity(bundle, opt, splits.ffn, calib, onnx_probs, work, log)
+            k = len(ranking) if recipe.exclude_sensitive < 0 else recipe.exclude_sensitive
+            exclude = [name for name, _ in ranking[:k]]
+        candidate = work / "candidate.int8.onnx"
+        quantize(src, candidate, recipe, exclude)
+        cmp = compare(ref, probs_with(bundle, candidate, texts), y, thresholds)
+        ok = cmp["label_agreement"] >= gates.int8_min_agreement and -cmp["macro_f1_delta"] <= gates.int8_max_f1_drop
+        attempts.append({"recipe": asdict(recipe), "fp32_nodes": exclude, **cmp, "passed": ok,
+                         "size_mb": round(candidate.stat().st_size / 2**20, 1)}
+                        | ({"outlier_channels": split} if split else {}))
+        log(f"      {recipe.name}: agreement {cmp['label_agreement']:.4f}, "
+            f"max|Δp| {cmp['max_abs_prob_diff']:.4f}, ΔF1 {cmp['macro_f1_delta']:+.4f} -> {'pass' if ok else 'fail'}")
+        if ok:
+            shutil.copyfile(candidate, int8)
+            bundle = _register(bundle)
+            # int8 weights whose parity was measured on saturation-free (VNNI) kernels: warn on CPUs without.
+            needs_vnni = recipe.weight_type == "int8" and has_vnni()
+            chosen = {**cmp, "recipe": recipe.name, "weights": recipe.weight_type, "needs_vnni": needs_vnni}
+            break
+    if ranking is not None:
+        attempts.append({"sensitivity_ranking": [{"node": n, "mean_abs_prob_diff": round(d, 6)} for n, d in ranking]})
+    if chosen is None:
+        best = max((a for a in attempts if "recipe" in a), key=lambda a: a["label_agreement"])
+        int8_parity = Parity("onnx-int8", **{k: best[k] for k in cmp}, passed=False, attempts=attempts,
+                             note="no quantization recipe passed the gate; int8 model not written")
+    else:
+        int8_parity = Parity("onnx-int8", **{k: chosen[k] for k in cmp}, passed=True, recipe=chosen["recipe"],
+                             attempts=attempts)
+
+    log("[4/4] fp16 for the CUDA execution provider")
+    fp16 = bundle.path / ONNX_FILES["cuda"]
+    optimize_graph(bundle, fp32, fp16, fp16=True)
+    bundle = _register(bundle)
+    try:
+        cmp = compare(ref, load(bundle, "cuda").classify(texts).probs, y, thresholds)
+        fp16_parity = Parity("cuda", **cmp, passed=cmp["label_agreement"] >= gates.int8_min_agreement)
+    except RuntimeUnavailable as exc:
+        fp16_parity = Parity("cuda", None, None, None, None, passed=None,
+                             note=f"not verified here: {exc}")
+    shutil.rmtree(work, ignore_errors=True)
+
+    report = {
+        "data": str(data),
+        "n": len(texts),
+        "torch_macro_f1": round(f_ref, 4),
+        "gates": asdict(gates),
+        "runtimes": {p.runtime: asdict(p) for p in (onnx_parity, int8_parity, fp16_parity)},
+        "cpu": {"name": cpu_name(), "vnni": has_vnni()},
+        "sizes_mb": {rt: round((bundle.path / rel).stat().st_size / 2**20, 1)
+                     for rt, rel in ONNX_FILES.items() if (bundle.path / rel).exists()},
+        "time_s": round(time.perf_counter() - t0, 1),
+    }
+    (bundle.path / PARITY_REPORT).parent.mkdir(exist_ok=True)
+    (bundle.path / PARITY_REPORT).write_text(json.dumps(report, indent=2) + "\n")
+    bundle.manifest.export = {
+        "opset": OPSET,
+        "files": {rt: rel for rt, rel in ONNX_FILES.items() if (bundle.path / rel).exists()},
+        "parity": {rt: {k: v for k, v in r.items() if k != "attempts"} for rt, r in report["runtimes"].items()},
+        "int8_recipe": int8_parity.recipe,
+        "int8_weights": chosen["weights"] if chosen else None,
+        "int8_needs_vnni": bool(chosen and chosen["needs_vnni"]),
+    }
+    _register(bundle)
+
+    failures = []
+    if not onnx_parity.passed:
+        failures.append(f"ONNX fp32 differs from torch by {onnx_parity.max_abs_prob_diff:.2e} "
+                        f"(gate {gates.fp32_max_abs_prob:.0e})")
+    if not int8_parity.passed:
+        failures.append(f"int8: best label agreement {int8_parity.label_agreement:.4f} (gate "
+                        f"{gates.int8_min_agreement}), macro-F1 delta {int8_parity.macro_f1_delta:+.4f} "
+                        f"(gate -{gates.int8_max_f1_drop})")
+    if fp16_parity.passed is False:
+        failures.append(f"fp16 CUDA label agreement {fp16_parity.label_agreement:.4f}")
+    if failures:
+        raise ExportError("; ".join(failures) + f" — see {bundle.path / PARITY_REPORT}")
+    return report
+

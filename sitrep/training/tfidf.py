@@ -1,0 +1,118 @@
+"""The baseline every transformer must beat: character n-gram TF-IDF + one-vs-rest logistic regression.
+
+`sitrep train --arch tfidf -o DIR` writes DIR/tfidf.joblib (the scikit-learn pipeline) and
+DIR/tfidf.json (name, version, thresholds tuned on dev, dev/test/zeroshot scores). Thresholds are
+tuned on dev exactly like the transformer's (per label, F1-maximising), so the comparison is fair.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sitrep.models.calibration import labels_above
+from sitrep.models.corpus import label_matrix, read_examples
+from sitrep.models.labels import LABELS
+from sitrep.training.calibrate import fit_thresholds
+from sitrep.training.train import score_examples
+
+MODEL_FILE = "tfidf.joblib"
+META_FILE = "tfidf.json"
+
+
+@dataclass
+class TfidfModel:
+    """A trained baseline: `predict(texts)` gives per-label probabilities and labels at its thresholds."""
+
+    pipeline: Any
+    meta: dict[str, Any]
+
+    @property
+    def name(self) -> str:
+        return self.meta["name"]
+
+    @property
+    def version(self) -> str:
+        return self.meta["version"]
+
+    @property
+    def thresholds(self) -> list[float]:
+        return [self.meta["thresholds"][label] for label in LABELS]
+
+    def predict_proba(self, texts: list[str]) -> np.ndarray:
+        return np.asarray(self.pipeline.predict_proba(texts), dtype=np.float32)
+
+    def predict(self, texts: list[str]) -> tuple[np.ndarray, list[list[str]]]:
+        probs = self.predict_proba(texts)
+        return probs, labels_above(probs, self.thresholds)
+
+
+def build_pipeline(seed: int) -> Any:
+    from sklearn.feature_extraction.text import TfidfVectorizer
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.multiclass import OneVsRestClassifier
+    from sklearn.pipeline import make_pipeline
+
+    return make_pipeline(
+        TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), sublinear_tf=True, min_df=2, max_features=300_000),
+        OneVsRestClassifier(LogisticRegression(C=10.0, class_weight="balanced", max_iter=2000, random_state=seed)),
+    )
+
+
+def train_tfidf(
+    out: Path,
+    train_file: str = "data/train.jsonl",
+    dev_file: str = "data/dev.jsonl",
+    eval_files: dict[str, str] | None = None,
+    train_langs: list[str] | None = None,
+    seed: int = 13,
+) -> TfidfModel:
+    import joblib
+
+    eval_files = eval_files if eval_files is not None else {"test": "data/test.jsonl", "zeroshot": "data/zeroshot.jsonl"}
+    train = read_examples(train_file, train_langs)
+    dev = read_examples(dev_file, train_langs)
+    pipeline = build_pipeline(seed)
+    pipeline.fit([e.text for e in train], label_matrix(train))
+    dev_probs = np.asarray(pipeline.predict_proba([e.text for e in dev]), dtype=np.float32)
+    thresholds = fit_thresholds(dev_probs, label_matrix(dev))
+    cut = [thresholds[k] for k in LABELS]
+    scores = {"dev": score_examples(dev_probs, dev, cut)}
+    for split, path in eval_files.items():
+        if Path(path).exists():
+            ex = read_examples(path)
+            probs = np.asarray(pipeline.predict_proba([e.text for e in ex]), dtype=np.float32)
+            scores[split] = score_examples(probs, ex, cut)
+    meta = {
+        "kind": "tfidf",
+        "name": "tfidf-baseline",
+        "version": dt.datetime.now(dt.UTC).strftime("%Y.%m.%d-%H%M%S"),
+        "labels": list(LABELS),
+        "thresholds": thresholds,
+        "train_langs": sorted({e.lang for e in train}),
+        "n_train": len(train),
+        "scores": scores,
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    joblib.dump(pipeline, out / MODEL_FILE)
+    (out / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
+    return TfidfModel(pipeline, meta)
+
+
+def load_tfidf(path: str | Path) -> TfidfModel:
+    import joblib
+
+    root = Path(path)
+    if not (root / META_FILE).exists():
+        raise FileNotFoundError(f"{root} is not a TF-IDF baseline (no {META_FILE}); build one with "
+                                "`sitrep train --arch tfidf`")
+    return TfidfModel(joblib.load(root / MODEL_FILE), json.loads((root / META_FILE).read_text()))
+
+
+def is_tfidf(path: str | Path) -> bool:
+    return (Path(path) / META_FILE).exists()

@@ -1,0 +1,342 @@
+"""`sitrep train`: fine-tune a multilingual encoder for multi-label classification into a bundle.
+
+Sigmoid outputs with BCE loss (never a softmax: labels are independent). Length-bucketed batches,
+AdamW with linear warmup, early stopping on dev macro-F1, a checkpoint after every evaluation so
+`--resume` continues an interrupted run, bf16/fp16 autocast on CUDA. After training, on dev:
+per-label Platt calibration and F1-maximising thresholds. The result is a model bundle.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+import os
+import random
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from sitrep.models.base_encoder import resolve_base
+from sitrep.models.bundle import HF_DIR, Manifest, sha256_files, write_bundle_manifest
+from sitrep.models.calibration import calibrated_probs, labels_above
+from sitrep.models.corpus import Example, label_matrix, read_examples
+from sitrep.models.encoding import TextEncoder, length_batches
+from sitrep.models.labels import LABELS, to_multi_hot
+from sitrep.models.scores import macro_f1, per_label_scores
+from sitrep.training.calibrate import calibrate
+from sitrep.training.config import TrainConfig
+
+CHECKPOINT_DIR = "checkpoint"
+
+
+class TrainingError(RuntimeError):
+    pass
+
+
+def _seed_everything(seed: int) -> None:
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _train_batches(lengths: np.ndarray, batch_size: int, seed: int) -> list[np.ndarray]:
+    """Shuffled batches of similar length: shuffle, sort within pools of 32 batches, shuffle batches."""
+    rng = np.random.default_rng(seed)
+    perm = rng.permutation(len(lengths))
+    pool = batch_size * 32
+    batches: list[np.ndarray] = []
+    for start in range(0, len(perm), pool):
+        chunk = perm[start : start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def score_examples(
+    probs: np.ndarray, examples: list[Example], thresholds: list[float]
+) -> dict[str, Any]:
+    """Macro/per-label/per-language F1 of calibrated probabilities at the given thresholds."""
+    y = label_matrix(examples)
+    pred = np.zeros_like(y)
+    for i, labels in enumerate(labels_above(probs, thresholds)):
+        pred[i] = to_multi_hot(labels)
+    score, averaged = macro_f1(y, pred)
+    out: dict[str, Any] = {
+        "n": len(examples),
+        "macro_f1": round(score, 4),
+        "labels_averaged": averaged,
+        "per_label_f1": {k: round(v.f1, 4) for k, v in per_label_scores(y, pred).items()},
+        "per_language_macro_f1": {},
+    }
+    for lang in sorted({e.lang for e in examples}):
+        idx = [i for i, e in enumerate(examples) if e.lang == lang]
+        out["per_language_macro_f1"][lang] = round(macro_f1(y[idx], pred[idx])[0], 4)
+    return out
+
+
+class Trainer:
+    def __init__(self, cfg: TrainConfig, out: Path) -> None:
+        import torch
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+        self.torch = torch
+        self.cfg = cfg
+        self.out = out
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        self.device = torch.device(cfg.device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self.base = resolve_base(cfg.base_model)
+        hf_out = out / HF_DIR
+        hf_out.mkdir(parents=True, exist_ok=True)
+        AutoTokenizer.from_pretrained(self.base).save_pretrained(hf_out)
+        if not (hf_out / "tokenizer.json").exists():
+            raise TrainingError(f"{self.base} has no fast tokenizer (tokenizer.json); sitrep needs one")
+        self.encoder = TextEncoder(hf_out / "tokenizer.json", cfg.max_length)
+        self.model = AutoModelForSequenceClassification.from_pretrained(
+            self.base,
+            num_labels=len(LABELS),
+            problem_type="multi_label_classification",
+            id2label=dict(enumerate(LABELS)),
+            label2id={k: i for i, k in enumerate(LABELS)},
+        ).to(self.device)
+        self.frozen: set[str] = set()
+        if cfg.freeze_embeddings:
+            emb = self.model.get_input_embeddings()
+            emb.weight.requires_grad_(False)
+            self.frozen = {n for n, p in self.model.named_parameters() if p is emb.weight}
+        self.amp_dtype = None
+        if self.device.type == "cuda" and cfg.mixed_precision != "none":
+            bf16 = torch.cuda.is_bf16_supported()
+            self.amp_dtype = torch.bfloat16 if (bf16 and cfg.mixed_precision != "fp16") else torch.float16
+
+    # --- data ---------------------------------------------------------------------------------
+    def encode(self, examples: list[Example]) -> tuple[list[np.ndarray], np.ndarray]:
+        return self.encoder.encode([e.text for e in examples]).ids, label_matrix(examples).astype(np.float32)
+
+    def predict_logits(self, ids: list[np.ndarray]) -> np.ndarray:
+        torch = self.torch
+        self.model.eval()
+        out = np.zeros((len(ids), len(LABELS)), dtype=np.float32)
+        lengths = np.asarray([len(x) for x in ids])
+        with torch.inference_mode():
+            for idx in length_batches(lengths, self.cfg.eval_batch_size):
+                input_ids, mask = self.encoder.pad([ids[i] for i in idx])
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    logits = self.model(
+                        input_ids=torch.from_numpy(input_ids).to(self.device),
+                        attention_mask=torch.from_numpy(mask).to(self.device),
+                    ).logits
+                out[idx] = logits.float().cpu().numpy()
+        return out
+
+    # --- checkpoints --------------------------------------------------------------------------
+    def trainable_state(self) -> dict[str, Any]:
+        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items() if k not in self.frozen}
+
+    def save_checkpoint(self, state: dict[str, Any]) -> None:
+        ckpt = self.out / CHECKPOINT_DIR
+        ckpt.mkdir(exist_ok=True)
+        tmp = ckpt / "state.pt.tmp"
+        self.torch.save(state, tmp)
+        os.replace(tmp, ckpt / "state.pt")
+
+    def load_checkpoint(self) -> dict[str, Any] | None:
+        path = self.out / CHECKPOINT_DIR / "state.pt"
+        if not path.exists():
+            return None
+        return self.torch.load(path, map_location="cpu", weights_only=False)
+
+    # --- the loop -----------------------------------------------------------------------------
+    def fit(self, train: list[Example], dev: list[Example], resume: bool, progress: bool) -> dict[str, Any]:
+        torch, cfg = self.torch, self.cfg
+        train_ids, train_y = self.encode(train)
+        dev_ids, dev_y = self.encode(dev)
+        lengths = np.asarray([len(x) for x in train_ids])
+        n_batches = math.ceil(len(train_ids) / cfg.batch_size)
+        steps_per_epoch = max(1, n_batches // cfg.grad_accum)
+        total_steps = cfg.max_steps or steps_per_epoch * cfg.epochs
+        eval_every = cfg.eval_every_steps or steps_per_epoch
+
+        head = [p for n, p in self.model.named_parameters() if p.requires_grad and n.startswith("classifier")]
+        body_decay, body_no_decay = [], []
+        for n, p in self.model.named_parameters():
+            if not p.requires_grad or n.startswith("classifier"):
+                continue
+            (body_no_decay if (p.ndim == 1 or "LayerNorm" in n) else body_decay).append(p)
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": body_decay, "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+                {"params": body_no_decay, "lr": cfg.lr, "weight_decay": 0.0},
+                {"params": head, "lr": cfg.head_lr, "weight_decay": 0.0},
+            ]
+        )
+        warmup = int(total_steps * cfg.warmup_ratio)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer,
+            lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup)),
+        )
+        scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+
+        step, epoch, batch_in_epoch = 0, 0, 0
+        best = {"macro_f1": -1.0, "step": 0, "epoch": 0}
+        best_state: dict[str, Any] | None = None
+        history: list[dict[str, Any]] = []
+        bad_evals = 0
+        if resume:
+            ckpt = self.load_checkpoint()
+            if ckpt is None:
+                raise TrainingError(f"--resume: no checkpoint in {self.out / CHECKPOINT_DIR}")
+            self.model.load_state_dict(ckpt["model"], strict=False)
+            optimizer.load_state_dict(ckpt["optimizer"])
+            scheduler.load_state_dict(ckpt["scheduler"])
+            step, epoch, batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
+            best, best_state, history, bad_evals = ckpt["best"], ckpt["best_state"], ckpt["history"], ckpt["bad_evals"]
+            torch.set_rng_state(ckpt["torch_rng"])
+
+        bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
+        t_start = time.perf_counter()
+        running = None
+        stop = step >= total_steps
+        while not stop:
+            batches = _train_batches(lengths, cfg.batch_size, cfg.seed + epoch)
+            self.model.train()
+            optimizer.zero_grad(set_to_none=True)
+            for bi in range(batch_in_epoch, len(batches)):
+                idx = batches[bi]
+                input_ids, mask = self.encoder.pad([train_ids[i] for i in idx])
+                target = torch.from_numpy(train_y[idx]).to(self.device)
+                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
+                    logits = self.model(
+                        input_ids=torch.from_numpy(input_ids).to(self.device),
+                        attention_mask=torch.from_numpy(mask).to(self.device),
+                    ).logits
+                loss = loss_fn(logits.float(), target) / cfg.grad_accum
+                scaler.scale(loss).backward()
+                running = loss.item() * cfg.grad_accum if running is None else 0.9 * running + 0.1 * loss.item() * cfg.grad_accum
+                if (bi + 1) % cfg.grad_accum and bi + 1 < len(batches):
+                    continue
+                scaler.unscale_(optimizer)
+                torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{running:.4f}", dev_f1=f"{best['macro_f1']:.3f}" if best["macro_f1"] >= 0 else "-")
+                at_end = step >= total_steps
+                if step % eval_every == 0 or at_end or bi + 1 == len(batches):
+                    dev_logits = self.predict_logits(dev_ids)
+                    dev_pred = (dev_logits >= 0.0).astype(np.int64)  # sigmoid >= 0.5
+                    f1, _ = macro_f1(dev_y.astype(np.int64), dev_pred)
+                    self.model.train()
+                    record = {"step": step, "epoch": epoch, "loss": round(running, 5), "dev_macro_f1": round(f1, 4),
+                              "elapsed_s": round(time.perf_counter() - t_start, 1)}
+                    history.append(record)
+                    if f1 > best["macro_f1"]:
+                        best = {"macro_f1": f1, "step": step, "epoch": epoch}
+                        best_state = self.trainable_state()
+                        bad_evals = 0
+                    else:
+                        bad_evals += 1
+                    bar.set_postfix(loss=f"{running:.4f}", dev_f1=f"{f1:.3f}", best=f"{best['macro_f1']:.3f}")
+                    next_epoch = bi + 1 == len(batches)
+                    self.save_checkpoint({
+                        "model": self.trainable_state(), "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(), "step": step,
+                        "epoch": epoch + 1 if next_epoch else epoch,
+                        "batch_in_epoch": 0 if next_epoch else bi + 1,
+                        "best": best, "best_state": best_state, "history": history, "bad_evals": bad_evals,
+                        "torch_rng": torch.get_rng_state(),
+                    })
+                    if bad_evals >= cfg.patience:
+                        bar.write(f"early stop: dev macro-F1 has not improved for {bad_evals} evaluations")
+                        stop = True
+                if at_end:
+                    stop = True
+                if stop:
+                    break
+            epoch += 1
+            batch_in_epoch = 0
+        bar.close()
+        if best_state is not None:
+            self.model.load_state_dict(best_state, strict=False)
+        return {"steps": step, "best": best, "history": history}
+
+
+def train(cfg: TrainConfig, out: Path, resume: bool = False, force: bool = False, progress: bool = True) -> Path:
+    """Train and write a bundle at `out`. Returns the bundle path."""
+    from sitrep.models.bundle import MANIFEST
+
+    out = Path(out)
+    if (out / MANIFEST).exists() and not resume:
+        if not force:
+            raise TrainingError(f"{out} already holds a bundle; pass --force to overwrite it")
+        shutil.rmtree(out)
+    if resume and not (out / CHECKPOINT_DIR / "state.pt").exists():
+        raise TrainingError(f"--resume: {out / CHECKPOINT_DIR / 'state.pt'} does not exist")
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    train_ex = read_examples(cfg.train_file, cfg.train_langs)
+    dev_ex = read_examples(cfg.dev_file, cfg.train_langs)
+    if not train_ex:
+        raise TrainingError(f"no training examples in {cfg.train_file} for languages {cfg.train_langs}")
+    if not dev_ex:
+        raise TrainingError(f"no dev examples in {cfg.dev_file} for languages {cfg.train_langs}")
+    _seed_everything(cfg.seed)
+    trainer = Trainer(cfg, out)
+    result = trainer.fit(train_ex, dev_ex, resume=resume, progress=progress)
+
+    dev_ids, dev_y = trainer.encode(dev_ex)
+    dev_logits = trainer.predict_logits(dev_ids)
+    calibration, thresholds = calibrate(dev_logits, dev_y.astype(np.int64))
+    cut = [thresholds[k] for k in LABELS]
+    scores = {"dev": score_examples(calibrated_probs(dev_logits, calibration), dev_ex, cut)}
+    for split, path in cfg.eval_files.items():
+        if Path(path).exists():
+            ex = read_examples(path)
+            ids, _ = trainer.encode(ex)
+            scores[split] = score_examples(calibrated_probs(trainer.predict_logits(ids), calibration), ex, cut)
+    elapsed = time.perf_counter() - t0
+
+    trainer.model.save_pretrained(out / HF_DIR, safe_serialization=True)
+    shutil.rmtree(out / CHECKPOINT_DIR, ignore_errors=True)
+    reports = out / "reports"
+    reports.mkdir(exist_ok=True)
+    (reports / "training_log.jsonl").write_text("".join(json.dumps(r) + "\n" for r in result["history"]))
+    now = dt.datetime.now(dt.UTC)
+    manifest = Manifest(
+        name=cfg.name,
+        version=cfg.version or now.strftime("%Y.%m.%d-%H%M%S"),
+        base_model=cfg.base_model if cfg.base_model == trainer.base else f"{cfg.base_model} ({trainer.base})",
+        max_length=cfg.max_length,
+        thresholds=thresholds,
+        calibration=calibration,
+        training={
+            "config": cfg.to_json(),
+            "data_hash": sha256_files([Path(cfg.train_file), Path(cfg.dev_file)]),
+            "train_langs": sorted({e.lang for e in train_ex}),
+            "n_train": len(train_ex),
+            "n_dev": len(dev_ex),
+            "steps": result["steps"],
+            "best": result["best"],
+            "device": str(trainer.device),
+            "threads": trainer.torch.get_num_threads(),
+            "mixed_precision": str(trainer.amp_dtype) if trainer.amp_dtype else "none",
+            "time_s": round(elapsed, 1),
+        },
+        scores=scores,
+    )
+    write_bundle_manifest(out, manifest)
+    return out
