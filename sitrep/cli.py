@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+import sitrep.bench.cli as bench_cli
 import sitrep.eval.cli as eval_cli
 import sitrep.models.cli as models_cli
 import sitrep.scoring.cli as batch_cli
@@ -14,7 +15,8 @@ app = typer.Typer(
     name="sitrep",
     help=(
         "Cross-lingual sentence classifier for conflict-news monitoring.\n\n"
-        "Labels: claim, official_confirmation, casualty, retaliation (see LABELING.md).\n\n"
+        "Labels: claim, official_confirmation, casualty, retaliation — what each means, with the boundary rules: "
+        "docs/labels.md in the repository.\n\n"
         "Typical flow: [bold]sitrep base build[/] → [bold]sitrep train[/] → [bold]sitrep export[/] → "
         "[bold]sitrep serve[/] / [bold]sitrep score[/] / [bold]sitrep eval[/]."
     ),
@@ -30,6 +32,7 @@ training_cli.register(app, bench)
 serving_cli.register(app, bench)
 batch_cli.register(app, bench)
 eval_cli.register(app, bench)
+bench_cli.register(app, bench)
 
 if __name__ == "__main__":
     app()

@@ -81,7 +81,8 @@ def test_balance_targets_are_enforced(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("split", ["test", "zeroshot"])
 def test_tfidf_baseline_trains_and_predicts(tmp_path: Path, tiny_data: dict, split: str) -> None:
-    from sitrep.training.tfidf import load_tfidf, train_tfidf
+    from sitrep.models.tfidf import load_tfidf
+    from sitrep.training.tfidf import train_tfidf
 
     model = train_tfidf(tmp_path / "tfidf", str(tiny_data["train"]), str(tiny_data["dev"]),
                         eval_files={split: str(tiny_data[split])})

@@ -15,13 +15,13 @@ from sklearn.metrics import f1_score
 from typer.testing import CliRunner
 
 from sitrep.cli import app
-from sitrep.eval.metrics import calibration_bins, expected_calibration_error, slice_scores
+from sitrep.eval.metrics import calibration_bins, expected_calibration_error
 from sitrep.eval.render import text_dir
 from sitrep.models.bundle import load_bundle, write_bundle_manifest
 from sitrep.models.corpus import label_matrix, read_examples
 from sitrep.models.labels import LABELS
 from sitrep.models.runtime import load
-from sitrep.models.scores import macro_f1
+from sitrep.models.scores import macro_f1, slice_scores
 
 runner = CliRunner()
 TOP_KEYS = {

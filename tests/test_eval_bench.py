@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from sitrep.bench.common import select_sentences
 from sitrep.bench.gemm_peak import encoder_flops
-from sitrep.bench.models import BenchError, BenchSpec, flops_profile, run_bench, select_sentences
+from sitrep.bench.models import BenchError, BenchSpec, flops_profile, run_bench
 from sitrep.cli import app
 from sitrep.models.corpus import read_examples
 

@@ -6,19 +6,15 @@ import json
 from pathlib import Path
 
 import onnxruntime as ort
-import typer
 from typer.testing import CliRunner
 
-from sitrep.bench.score import news_sentences
-from sitrep.scoring.cli import register
+from sitrep.bench.common import corpus_sentences, sample_sentences
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 def test_bench_score_compares_runtimes_and_batch_sizes(tiny_bundle: Path, tmp_path: Path) -> None:
-    app, bench = typer.Typer(), typer.Typer()
-    app.add_typer(bench, name="bench")
-    register(app, bench)
+    from sitrep.cli import app
     out = tmp_path / "bench.json"
     res = CliRunner().invoke(app, ["bench", "score", str(tiny_bundle), "--runtimes", "onnx-int8,cuda",
                                    "--batch-sizes", "16,64", "--rows", "300", "--chunk-rows", "100",
@@ -56,6 +52,6 @@ def test_news_sentences_repeat_and_shuffle_the_corpus(tmp_path: Path) -> None:
     src.write_text(
         '{"text": "a b"}\n{"text": "c d"}\n{"text": ""}\nnot json\n{"text": "e f"}\n', encoding="utf-8"
     )
-    out = news_sentences(str(tmp_path / "*.jsonl"), 7, seed=1)
+    out = sample_sentences(corpus_sentences(str(tmp_path / "*.jsonl")), 7, seed=1)
     assert len(out) == 7 and set(out) == {"a b", "c d", "e f"}
     assert sorted(out[:3]) == ["a b", "c d", "e f"]  # each pass is a permutation of the corpus

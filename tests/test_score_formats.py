@@ -12,16 +12,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from sitrep.models.labels import LABELS
 from sitrep.models.runtime import load
-from sitrep.scoring.cli import register
 from sitrep.scoring.engine_local import score_local
+from sitrep.scoring.job import REJECTS
 from sitrep.scoring.options import ScoreError, ScoreOptions
 from sitrep.scoring.output import SCORE_COLUMNS
-from sitrep.scoring.writer import REJECTS
 
 REPO = Path(__file__).resolve().parent.parent
 ZWNJ = "\u200c"
@@ -252,10 +250,7 @@ def test_clear_errors_before_any_work(tiny_bundle: Path, tmp_path: Path) -> None
 
 
 def test_cli_score_and_errors(tiny_bundle: Path, tiny_data: dict[str, Path], tmp_path: Path) -> None:
-    app = typer.Typer()
-    bench = typer.Typer()
-    app.add_typer(bench, name="bench")
-    register(app, bench)
+    from sitrep.cli import app
     runner = CliRunner()
     src = write_jsonl(tmp_path / "in.jsonl", [*corpus_rows(tiny_data)[:20], {"id": "x", "text": ""}])
     out = tmp_path / "out"

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from sitrep.scoring.engine_local import score_local
+from sitrep.scoring.job import MANIFEST, REJECTS
 from sitrep.scoring.options import ScoreError, ScoreOptions
 from sitrep.scoring.output import SCORE_COLUMNS
-from sitrep.scoring.writer import MANIFEST, REJECTS
 
 ray = pytest.importorskip("ray")
 

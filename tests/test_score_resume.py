@@ -15,8 +15,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from sitrep.scoring.engine_local import score_local
+from sitrep.scoring.job import COMMITS, MANIFEST, REJECTS
 from sitrep.scoring.options import ScoreError, ScoreOptions
-from sitrep.scoring.writer import COMMITS, MANIFEST, REJECTS
 from tests.tiny_model import WORDS
 
 REPO = Path(__file__).resolve().parent.parent

@@ -455,10 +455,11 @@ def test_schemathesis_finds_no_server_error(steep_bundle: Path, tmp_path: Path) 
 def test_serving_never_imports_torch(tiny_bundle: Path) -> None:
     code = (
         "import sys\n"
-        "import serving.app, serving.server, serving.cli, sitrep.bench.http, serving.process, sitrep.cli\n"
-        "from models.runtime import load\n"
+        "import sitrep.serving.app, sitrep.serving.server, sitrep.serving.cli, sitrep.serving.process\n"
+        "import sitrep.bench.http, sitrep.cli\n"
+        "from sitrep.models.runtime import load\n"
         f"load({str(tiny_bundle)!r}).classify(['x'])\n"
-        "from serving.app import create_app\n"
+        "from sitrep.serving.app import create_app\n"
         "create_app()\n"
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in {'torch', 'transformers'})\n"
         "assert not bad, bad\n"
@@ -470,20 +471,15 @@ def test_serving_never_imports_torch(tiny_bundle: Path) -> None:
 def test_readme_documents_every_setting() -> None:
     from sitrep.serving.settings import Settings
 
-    text = (REPO / "serving" / "README.md").read_text(encoding="utf-8")
+    text = (REPO / "sitrep" / "serving" / "README.md").read_text(encoding="utf-8")
     for name in Settings.model_fields:
-        assert f"| `SITREP_{name.upper()}` |" in text, f"SITREP_{name.upper()} is missing from serving/README.md"
+        assert f"| `SITREP_{name.upper()}` |" in text, f"SITREP_{name.upper()} is missing from sitrep/serving/README.md"
 
 
 def test_cli_help_and_clear_errors(tmp_path: Path) -> None:
-    import typer
     from typer.testing import CliRunner
 
-    from sitrep.serving.cli import register
-
-    app, bench = typer.Typer(), typer.Typer()
-    app.add_typer(bench, name="bench")
-    register(app, bench)
+    from sitrep.cli import app
     runner = CliRunner()
     serve_help = runner.invoke(app, ["serve", "--help"])
     assert serve_help.exit_code == 0 and "Examples" in serve_help.output and "SITREP_API_KEYS" in serve_help.output

@@ -136,7 +136,7 @@ def test_cpu_image_install_serves_without_torch(tiny_bundle: Path, tmp_path: Pat
     assert (
         str(venv)
         in subprocess.run(
-            [str(python), "-c", "import serving; print(serving.__file__)"],
+            [str(python), "-c", "import sitrep.serving; print(sitrep.serving.__file__)"],
             capture_output=True,
             text=True,
             cwd=workdir,

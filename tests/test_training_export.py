@@ -113,7 +113,7 @@ def test_runtime_without_export_says_what_to_run(tiny_bundle: Path, tmp_path: Pa
 
 def test_onnx_runtime_does_not_import_torch(tiny_bundle: Path) -> None:
     code = (
-        "import sys, models.runtime as r\n"
+        "import sys, sitrep.models.runtime as r\n"
         f"c = r.load({str(tiny_bundle)!r}, 'onnx-int8')\n"
         "print(c.classify(['a test sentence']).labels)\n"
         "assert 'torch' not in sys.modules and 'transformers' not in sys.modules\n"

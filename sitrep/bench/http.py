@@ -12,7 +12,6 @@ import asyncio
 import datetime as dt
 import json
 import os
-import platform
 import sys
 import time
 from dataclasses import dataclass, field
@@ -22,6 +21,7 @@ from typing import Any
 import h11
 import numpy as np
 
+from sitrep.bench.common import corpus_sentences, machine
 from sitrep.serving.process import ServerProcess, cpus
 from sitrep.serving.settings import Settings
 
@@ -40,26 +40,6 @@ class BenchConfig:
     data: list[Path] = field(default_factory=lambda: [Path("data/test.jsonl")])
     modes: list[str] = field(default_factory=lambda: ["on", "off"])
     startup_timeout_s: float = 180.0
-
-
-def load_sentences(paths: list[Path]) -> list[str]:
-    """The `text` of every JSONL row (news-length sentences from the corpus), in file order."""
-    texts: list[str] = []
-    for p in paths:
-        if not p.is_file():
-            raise FileNotFoundError(f"{p}: no such data file (pass --data FILE.jsonl)")
-        for lineno, line in enumerate(p.read_text(encoding="utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                text = json.loads(line)["text"]
-            except (json.JSONDecodeError, KeyError, TypeError) as exc:
-                raise ValueError(f"{p}:{lineno}: expected a JSON object with a `text` field ({exc})") from exc
-            if isinstance(text, str) and text.strip():
-                texts.append(text)
-    if not texts:
-        raise ValueError(f"no sentences in {', '.join(map(str, paths))}")
-    return texts
 
 
 def percentiles_ms(latencies: list[float]) -> dict[str, float | None]:
@@ -273,7 +253,7 @@ def run_bench(config: BenchConfig, progress: bool = True) -> dict[str, Any]:
     from sitrep.models.bundle import load_bundle
 
     bundle = load_bundle(config.bundle)  # verify before spending minutes on it
-    sentences = load_sentences(config.data)
+    sentences = corpus_sentences(list(config.data))
     threads = config.threads or cpus()  # the in-process runtime gets every CPU unless told otherwise
     server_threads = config.threads or Settings(bundle=config.bundle).intra_op_threads
     report: dict[str, Any] = {
@@ -282,9 +262,8 @@ def run_bench(config: BenchConfig, progress: bool = True) -> dict[str, Any]:
         else "sitrep bench http",
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "machine": {
+            **machine(threads),
             "cpus": cpus(),
-            "platform": platform.platform(),
-            "python": platform.python_version(),
             "load_average_before": [round(x, 2) for x in os.getloadavg()],
         },
         "bundle": {

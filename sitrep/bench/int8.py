@@ -2,7 +2,7 @@
 
 What `sitrep export`'s ladder decides with a pass/fail gate, this measures as a table, for tuning the
 int8 model of a new encoder or checking why a recipe fails: for each weight type (`int8` = u8s8
-kernels, `uint8` = u8u8) and each FFN outlier threshold (`none` = no split; training/outlier_split.py)
+kernels, `uint8` = u8u8) and each FFN outlier threshold (`none` = no split; sitrep/training/outlier_split.py)
 it quantizes the bundle's optimized fp32 graph (with `embeddings`, the embedding table too) and
 reports label agreement, max |Δp| and the macro-F1 difference against ONNX fp32 (identical to torch
 within ~1e-5: export's own parity), the number of outlier channels split off, the file size and the
@@ -12,7 +12,6 @@ Nothing is written into the bundle.
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 import time
@@ -20,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from sitrep.bench.common import machine, write_report
 from sitrep.models.bundle import ONNX_FILES, load_bundle
 from sitrep.models.corpus import label_matrix, read_examples
 from sitrep.models.cpu import cpu_name, has_vnni
@@ -91,6 +91,7 @@ def run_study(
         "n": len(texts),
         "calibration_sentences": len(splits.calib),
         "cpu": {"name": cpu_name(), "vnni": has_vnni()},
+        "machine": machine(),
         "rows": [asdict(r) for r in rows],
     }
 
@@ -116,7 +117,4 @@ def study_markdown(report: dict[str, Any]) -> str:
 
 
 def write_study(report: dict[str, Any], json_path: Path | None, markdown_path: Path | None) -> None:
-    for path, text in ((json_path, json.dumps(report, indent=2) + "\n"), (markdown_path, study_markdown(report))):
-        if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text)
+    write_report(report, json_path, study_markdown(report), markdown_path)

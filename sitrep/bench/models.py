@@ -1,10 +1,10 @@
 """`sitrep bench models`: the transformers pipeline vs our runtimes, side by side on the same sentences.
 
-Every variant runs in its own subprocess (eval/bench_worker.py) on the same list of news-length
+Every variant runs in its own subprocess (sitrep/bench/worker.py) on the same list of news-length
 sentences, batch by batch in the same order, after a warm-up: sentences/s, p50/p99 latency per
 batch, peak RSS of that process, the ratio of each to the pipeline, and macro-F1 on the sentences'
 gold labels (with its difference to ONNX fp32, so the int8 accuracy gate is checked in the same
-run). The machine's fp32 and int8 GEMM peak through ONNX Runtime (eval/gemm_peak.py) puts the
+run). The machine's fp32 and int8 GEMM peak through ONNX Runtime (sitrep/bench/gemm_peak.py) puts the
 models' achieved GFLOP/s in proportion.
 """
 
@@ -14,7 +14,6 @@ import datetime as dt
 import json
 import math
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -26,13 +25,13 @@ from typing import Any
 
 import numpy as np
 
+from sitrep.bench.common import NEWS_MIN_CHARS, load_average, machine, select_sentences, write_report
 from sitrep.bench.gemm_peak import encoder_flops, gemm_peak, int8_kernel
-from sitrep.eval.report import EvalError, load_examples, predicted_matrix, write_json
+from sitrep.eval.report import EvalError, load_examples
 from sitrep.models.bundle import ONNX_FILES, BundleError, load_bundle
-from sitrep.models.corpus import Example, label_matrix
-from sitrep.models.cpu import cpu_name, has_vnni
+from sitrep.models.corpus import label_matrix
 from sitrep.models.encoding import TextEncoder, length_batches
-from sitrep.models.labels import LABELS
+from sitrep.models.labels import LABELS, multi_hot_matrix
 from sitrep.models.scores import macro_f1
 
 VARIANTS = ("pipeline", "torch", "onnx", "onnx-int8", "cuda")
@@ -44,7 +43,6 @@ VARIANT_INFO = {
     "cuda": "sitrep runtime, ONNX Runtime fp16 on the CUDA execution provider",
 }
 PEAK_FOR = {"pipeline": "fp32", "torch": "fp32", "onnx": "fp32", "onnx-int8": "int8"}
-MIN_CHARS = 60  # "news-length": shorter lines are headlines, bylines and captions
 TARGET_SPEEDUP = 4.0
 TARGET_F1_POINTS = 0.5
 REPO = Path(__file__).resolve().parent.parent
@@ -77,24 +75,6 @@ class BenchSpec:
             raise BenchError(f"batch sizes must be >= 1, got {self.batch_sizes}")
         if self.sentences < 1 or self.min_batches < 1 or self.gemm_size < 1 or self.rounds < 1:
             raise BenchError("--sentences, --min-batches, --rounds and --gemm-size must be >= 1")
-
-
-def select_sentences(examples: list[Example], n: int, seed: int = 0) -> list[Example]:
-    """n news-length sentences (>= 60 characters), round-robin over languages, in a seeded order."""
-    rng = np.random.default_rng(seed)
-    by_lang: dict[str, list[Example]] = {}
-    for e in examples:
-        if len(e.text) >= MIN_CHARS:
-            by_lang.setdefault(e.lang, []).append(e)
-    pools = {lang: [xs[i] for i in rng.permutation(len(xs))] for lang, xs in sorted(by_lang.items())}
-    picked: list[Example] = []
-    i = 0
-    while len(picked) < n and any(i < len(v) for v in pools.values()):
-        for pool in pools.values():
-            if i < len(pool) and len(picked) < n:
-                picked.append(pool[i])
-        i += 1
-    return picked
 
 
 def model_shape(bundle_hf_dir: Path) -> dict[str, int]:
@@ -146,7 +126,7 @@ class WorkerFailed(RuntimeError):
 
 
 class Worker:
-    """One variant's subprocess (eval/bench_worker.py), driven by JSON-line commands."""
+    """One variant's subprocess (sitrep/bench/worker.py), driven by JSON-line commands."""
 
     def __init__(self, variant: str, spec: BenchSpec, texts: list[str], work: Path) -> None:
         self.variant = variant
@@ -325,7 +305,7 @@ def summarize(
         ref = results.get(ref_variant, {})
         ref_f1, ref_pred, ref_probs = None, None, None
         if ref.get("status") == "ok":
-            ref_pred = predicted_matrix(ref["per_batch_size"][key]["labels"])
+            ref_pred = multi_hot_matrix(ref["per_batch_size"][key]["labels"])
             ref_probs = np.asarray(ref["per_batch_size"][key]["probs"])
             ref_f1 = macro_f1(y, ref_pred)[0]
         for variant, r in results.items():
@@ -345,7 +325,7 @@ def summarize(
             # Executed FLOPs in bulk mode: our runtime sorts by length (less padding), the pipeline does not.
             bulk_key = "bulk_input_order" if variant == "pipeline" else "bulk_length_sorted"
             bulk_gflops = bulk["sentences_per_s"] * flops[bulk_key][key] / 1e9 if bulk else None
-            pred = predicted_matrix(m["labels"])
+            pred = multi_hot_matrix(m["labels"])
             f1 = macro_f1(y, pred)[0]
             sps = m["sentences_per_s"]
             executed = flops["executed_flops_per_sentence"][key]
@@ -435,24 +415,6 @@ def target_check(rows: list[dict[str, Any]], batch_sizes: list[int]) -> dict[str
     }
 
 
-def machine_info(threads: int | None) -> dict[str, Any]:
-    import onnxruntime as ort
-    import psutil
-
-    return {
-        "load_average_1m_at_start": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
-        "cpu": cpu_name(),
-        "vnni": has_vnni(),
-        "logical_cpus": os.cpu_count(),
-        "physical_cores": psutil.cpu_count(logical=False),
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "threads": threads,
-        "python": platform.python_version(),
-        "onnxruntime": ort.__version__,
-        "platform": platform.platform(),
-    }
-
-
 def _fmt(v: Any, pattern: str = "{:.2f}") -> str:
     return "—" if v is None else pattern.format(v)
 
@@ -538,14 +500,14 @@ def run_bench(spec: BenchSpec, out: str | Path, log: Callable[[str], Any] = prin
         raise BenchError(str(exc)) from exc
     picked = select_sentences(examples, spec.sentences, spec.seed)
     if not picked:
-        raise BenchError(f"{spec.data}: no sentence of at least {MIN_CHARS} characters")
+        raise BenchError(f"{spec.data}: no sentence of at least {NEWS_MIN_CHARS} characters")
     if len(picked) < spec.sentences:
-        log(f"note: {spec.data} has only {len(picked)} sentences of >= {MIN_CHARS} characters; using those")
+        log(f"note: {spec.data} has only {len(picked)} sentences of >= {NEWS_MIN_CHARS} characters; using those")
     texts = [e.text for e in picked]
     y = label_matrix(picked)
     lengths = TextEncoder(bundle.tokenizer_file, bundle.max_length).encode(texts).lengths
     flops = flops_profile(lengths, model_shape(bundle.hf_dir), spec.batch_sizes)
-    machine = machine_info(spec.threads)  # before the runs: it records the load average at the start
+    machine_ = machine(spec.threads)  # before the runs: it records the load average at the start
     t0 = time.perf_counter()
     results: dict[str, dict[str, Any]] = {}
     workers: dict[str, Worker] = {}
@@ -606,7 +568,7 @@ def run_bench(spec: BenchSpec, out: str | Path, log: Callable[[str], Any] = prin
         "languages": {lang: sum(e.lang == lang for e in picked) for lang in sorted({e.lang for e in picked})},
         "threads": spec.threads,
         "spec": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(spec).items()},
-        "machine": machine,
+        "machine": machine_,
         "flops": flops,
         "int8_kernel": kernel,
         "gemm_peak": peak,
@@ -616,12 +578,11 @@ def run_bench(spec: BenchSpec, out: str | Path, log: Callable[[str], Any] = prin
             k: {kk: vv for kk, vv in v.items() if kk != "per_batch_size"} for k, v in results.items()
         },
         "time_s": round(time.perf_counter() - t0, 1),
-        "load_average_1m_at_end": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None,
+        "load_average_1m_at_end": load_average(),
     }
     md = render_markdown(result)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     paths = {"json": out / "bench.json", "markdown": out / "bench.md"}
-    write_json(result, paths["json"])
-    paths["markdown"].write_text(md, encoding="utf-8")
+    write_report(result, paths["json"], md, paths["markdown"])
     return {**result, "markdown": md, "paths": paths}

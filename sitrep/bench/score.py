@@ -17,74 +17,22 @@ of the model's speed the pipeline keeps; 1.0 means the model is never starved).
 
 from __future__ import annotations
 
-import glob
-import json
 import os
-import platform
-import random
 import shutil
 import statistics
-import subprocess
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from sitrep.bench.common import corpus_sentences, gpu_name, machine, sample_sentences
 from sitrep.models.bundle import BundleError, load_bundle
+from sitrep.models.cpu import cpu_name
 from sitrep.models.encoding import Encoded
 from sitrep.models.runtime import Classifier, RuntimeUnavailable, Timings, load
 from sitrep.scoring.engine_local import default_workers, score_local
 from sitrep.scoring.options import DEFAULT_CHUNK_ROWS, ScoreError, ScoreOptions
-
-
-def news_sentences(data: str, rows: int, seed: int = 0) -> list[str]:
-    """`rows` sentences drawn (shuffled, repeated) from the `text` field of the JSONL files in `data`."""
-    texts: list[str] = []
-    for path in sorted(glob.glob(data)):
-        with open(path, encoding="utf-8") as f:
-            for line in f:
-                try:
-                    text = json.loads(line).get("text")
-                except (json.JSONDecodeError, AttributeError):
-                    continue
-                if isinstance(text, str) and text.strip():
-                    texts.append(text)
-    if not texts:
-        raise ScoreError(f"no sentences found in {data!r} (JSONL files with a 'text' field)")
-    rng = random.Random(seed)
-    out: list[str] = []
-    while len(out) < rows:
-        batch = texts[:]
-        rng.shuffle(batch)
-        out.extend(batch)
-    return out[:rows]
-
-
-def host_cpu() -> str:
-    name = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{name}, {os.cpu_count()} cores"
-
-
-def gpu_name() -> str | None:
-    try:
-        out = subprocess.run(
-            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return out.splitlines()[0] if out else None
 
 
 def runtime_device(clf: Classifier) -> str:
@@ -93,7 +41,7 @@ def runtime_device(clf: Classifier) -> str:
     device = getattr(clf.backend, "device", None)
     if device is not None and getattr(device, "type", "cpu") == "cuda":
         return f"GPU: {gpu_name() or device} (torch)"
-    return f"CPU: {host_cpu()}"
+    return f"CPU: {cpu_name()}, {os.cpu_count()} cores"
 
 
 def run_bench(
@@ -118,7 +66,10 @@ def run_bench(
     if rows < 1 or repeats < 1 or not batch_sizes or not runtimes:
         raise ScoreError("need --rows >= 1, --repeats >= 1, at least one runtime and one batch size")
     b = load_bundle(bundle, verify=False)
-    texts = news_sentences(data, rows, seed)
+    try:
+        texts = sample_sentences(corpus_sentences(data), rows, seed)
+    except (FileNotFoundError, ValueError) as exc:
+        raise ScoreError(str(exc)) from exc
     workers = tokenize_workers or default_workers()
     report: dict[str, Any] = {
         "bundle": {
@@ -127,7 +78,7 @@ def run_bench(
             "version": b.version,
             "base_model": b.manifest.base_model,
         },
-        "host": {"cpu": host_cpu(), "gpu": gpu_name()},
+        "machine": machine(),
         "rows": rows,
         "mean_chars": round(sum(map(len, texts)) / len(texts), 1),
         "chunk_rows": chunk_rows,
@@ -248,7 +199,7 @@ def render_table(report: dict[str, Any]) -> Any:
 
 
 def render_markdown(report: dict[str, Any]) -> str:
-    """The same table as Markdown (what serving/batch/README.md quotes)."""
+    """The same table as Markdown (what sitrep/scoring/README.md quotes)."""
     b = report["bundle"]
     lines = [
         f"bundle `{b['name']}` {b['version']} ({b['base_model']}); {report['rows']:,} sentences, mean "

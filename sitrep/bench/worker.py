@@ -13,7 +13,7 @@ one JSON-line answer each on stdout (library output is sent to stderr):
   batching it its own way (our runtime sorts by length; the pipeline keeps input order) → seconds;
 - ``{"cmd": "stats"}``: RSS now and peak (VmHWM); ``{"cmd": "exit"}``.
 
-The parent (eval/bench_models.py) interleaves the variants command by command, so load from other
+The parent (sitrep/bench/models.py) interleaves the variants command by command, so load from other
 processes falls on all of them alike.
 """
 

@@ -1,4 +1,4 @@
-"""Report metrics on top of models/metrics.py: slices, calibration error, PR curves, co-occurrence, errors.
+"""Report metrics on top of sitrep/models/scores.py: slices, calibration error, PR curves, co-occurrence, errors.
 
 Everything returns plain JSON-ready values (floats, ints, lists, dicts; ``None`` where a value is
 undefined, never NaN), so report.json can be written as is.
@@ -12,42 +12,11 @@ import numpy as np
 from sklearn.metrics import average_precision_score, multilabel_confusion_matrix, precision_recall_curve
 
 from sitrep.models.labels import LABELS
-from sitrep.models.scores import macro_f1, micro_f1, per_label_scores
+from sitrep.models.scores import rounded as _r
 
 NONE = "(none)"  # the row / column for "no label" in the confusion table
 N_BINS = 10
 MAX_CURVE_POINTS = 200
-
-
-def _r(x: float | None, nd: int = 4) -> float | None:
-    return None if x is None or not np.isfinite(x) else round(float(x), nd)
-
-
-def slice_scores(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
-    """Scores of one slice. Labels with no positive example are left out of macro-F1 and listed.
-
-    For such a label recall and F1 are undefined (``None``); precision is ``None`` too unless the
-    model predicted it (then it is 0: every prediction was a false positive).
-    """
-    score, averaged = macro_f1(y, pred) if len(y) else (float("nan"), [])
-    per_label: dict[str, dict[str, Any]] = {}
-    for j, (name, s) in enumerate(per_label_scores(y, pred).items()):
-        predicted = int(pred[:, j].sum()) if len(pred) else 0
-        per_label[name] = {
-            "precision": _r(s.precision) if predicted else None,
-            "recall": _r(s.recall) if s.support else None,
-            "f1": _r(s.f1) if s.support else None,
-            "support": s.support,
-            "predicted": predicted,
-        }
-    return {
-        "n": len(y),
-        "macro_f1": _r(score),
-        "micro_f1": _r(micro_f1(y, pred)) if len(y) else None,
-        "labels_averaged": averaged,
-        "labels_excluded": [name for name in LABELS if name not in averaged],
-        "per_label": per_label,
-    }
 
 
 def calibration_bins(probs: np.ndarray, y: np.ndarray, n_bins: int = N_BINS) -> list[dict[str, Any]]:

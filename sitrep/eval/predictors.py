@@ -6,7 +6,7 @@ Two kinds plug in today, picked from what the directory holds:
   ``models.runtime.load(bundle, runtime).classify(texts)`` — tokenization, calibration and the
   bundle's thresholds are the runtime's, never re-done here;
 - the TF-IDF baseline written by ``sitrep train --arch tfidf`` (``tfidf.json``), through
-  ``training.tfidf.load_tfidf``; its runtime is reported as ``sklearn``.
+  ``models.tfidf.load_tfidf``; its runtime is reported as ``sklearn``.
 """
 
 from __future__ import annotations
@@ -80,13 +80,13 @@ class BundlePredictor:
 
 
 class TfidfPredictor:
-    """The character n-gram TF-IDF baseline (training/tfidf.py)."""
+    """The character n-gram TF-IDF baseline (fitted by sitrep/training/tfidf.py, loaded by sitrep/models/tfidf.py)."""
 
     kind = "tfidf"
     runtime = "sklearn"
 
     def __init__(self, path: Path) -> None:
-        from sitrep.training.tfidf import load_tfidf
+        from sitrep.models.tfidf import load_tfidf
 
         try:
             self.model = load_tfidf(path)
@@ -111,7 +111,7 @@ def load_predictor(
         raise PredictorError(f"{root} does not exist or is not a directory")
     if (root / MANIFEST).is_file():
         return BundlePredictor(root, runtime, threads=threads, progress=progress)
-    from sitrep.training.tfidf import is_tfidf
+    from sitrep.models.tfidf import is_tfidf
 
     if is_tfidf(root):
         return TfidfPredictor(root)

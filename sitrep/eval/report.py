@@ -1,7 +1,7 @@
 """`sitrep eval`: score a model on labeled JSONL and write report.json (then Markdown and HTML from it).
 
 report.json is the contract (``SCHEMA_VERSION``); report.md and report.html are rendered from it
-alone (eval/render.py), so a report can be re-rendered or diffed without the model. Top-level keys:
+alone (sitrep/eval/render.py), so a report can be re-rendered or diffed without the model. Top-level keys:
 
     schema_version, created, data{path,sha256,n,languages}, model{name,version,kind}, runtime,
     thresholds{label}, n, macro_f1, micro_f1, labels_averaged, labels_excluded,
@@ -19,27 +19,18 @@ slice's ``labels_excluded``, and said in ``notes``.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from sitrep.eval.metrics import (
-    calibration,
-    cooccurrence,
-    expected_calibration_error,
-    pr_curves,
-    slice_scores,
-    worst_errors,
-)
+from sitrep.eval.metrics import calibration, cooccurrence, expected_calibration_error, pr_curves, worst_errors
 from sitrep.eval.predictors import Predictions, Predictor
 from sitrep.models.bundle import sha256_file
 from sitrep.models.corpus import Example, label_matrix, read_examples
-from sitrep.models.labels import LABELS, to_multi_hot
+from sitrep.models.files import write_json_atomic
+from sitrep.models.labels import LABELS, multi_hot_matrix
+from sitrep.models.scores import language_slices, slice_scores
 
 SCHEMA_VERSION = 1
 REPORT_JSON = "report.json"
@@ -68,18 +59,12 @@ def load_examples(path: str | Path) -> list[Example]:
     return examples
 
 
-def predicted_matrix(labels: list[list[str]]) -> np.ndarray:
-    if not labels:
-        return np.zeros((0, len(LABELS)), dtype=np.int64)
-    return np.asarray([to_multi_hot(x) for x in labels], dtype=np.int64)
-
-
 def score(
     examples: list[Example], preds: Predictions, thresholds: dict[str, float], n_errors: int | None = 5
 ) -> dict[str, Any]:
     """Every metric section of a report for one model's predictions (no `errors` when n_errors is None)."""
     y = label_matrix(examples)
-    pred = predicted_matrix(preds.labels)
+    pred = multi_hot_matrix(preds.labels)
     probs = preds.probs
     if probs.shape != y.shape:
         raise EvalError(f"predictor returned probabilities of shape {probs.shape} for {y.shape} gold labels")
@@ -90,9 +75,7 @@ def score(
         row["average_precision"] = curves[name]["average_precision"]
         row["ece"] = calib["per_label"][name]
     per_language: dict[str, Any] = {}
-    langs = np.asarray([e.lang for e in examples])
-    for lang in sorted(set(langs.tolist())):
-        idx = np.flatnonzero(langs == lang)
+    for lang, idx in language_slices([e.lang for e in examples]).items():
         per_language[lang] = slice_scores(y[idx], pred[idx])
         per_language[lang]["ece"] = expected_calibration_error(probs[idx], y[idx])
     out: dict[str, Any] = {
@@ -258,19 +241,13 @@ def gate_failures(
     return failures
 
 
-def write_json(report: dict[str, Any], path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]:
     """Write report.json, then report.md (+ plots/*.png) and the self-contained report.html."""
     from sitrep.eval.render import write_rendered
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    write_json(report, out / REPORT_JSON)
+    write_json_atomic(out / REPORT_JSON, report)
     return {"json": out / REPORT_JSON, **write_rendered(report, out)}
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sitrep.models.files import write_json_atomic
 from sitrep.models.labels import LABELS
 
 FORMAT_VERSION = 1
@@ -167,7 +168,7 @@ class Bundle:
 
     @property
     def int8_needs_vnni(self) -> bool:
-        """The int8 model has int8 weights, verified on a CPU with VNNI (see models/cpu.py)."""
+        """The int8 model has int8 weights, verified on a CPU with VNNI (see sitrep/models/cpu.py)."""
         return bool(self.manifest.export.get("int8_needs_vnni", False))
 
     def onnx_file(self, runtime: str) -> Path:
@@ -233,7 +234,5 @@ def write_bundle_manifest(root: Path, manifest: Manifest) -> Bundle:
         if p.is_file() and p.name != MANIFEST and not p.name.endswith(".tmp"):
             files[p.relative_to(root).as_posix()] = sha256_file(p)
     manifest.files = files
-    tmp = root / (MANIFEST + ".tmp")
-    tmp.write_text(json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-    os.replace(tmp, root / MANIFEST)
+    write_json_atomic(root / MANIFEST, manifest.to_json())
     return Bundle(path=root, manifest=manifest)

@@ -16,7 +16,11 @@ def calibrated_probs(logits: np.ndarray, calibration: Calibration) -> np.ndarray
     return (1.0 / (1.0 + np.exp(-z))).astype(np.float32)
 
 
+def decisions(probs: np.ndarray, thresholds: list[float] | np.ndarray) -> np.ndarray:
+    """[n, len(LABELS)] 0/1 int64: a label is on where its probability reaches its threshold."""
+    return (np.asarray(probs) >= np.asarray(thresholds, dtype=np.float32)[None, :]).astype(np.int64)
+
+
 def labels_above(probs: np.ndarray, thresholds: list[float] | np.ndarray) -> list[list[str]]:
     """Labels whose probability reaches the label's threshold, in LABELS order."""
-    mask = probs >= np.asarray(thresholds, dtype=np.float32)[None, :]
-    return [[LABELS[j] for j in np.flatnonzero(row)] for row in mask]
+    return [[LABELS[j] for j in np.flatnonzero(row)] for row in decisions(probs, thresholds)]

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from sitrep.console import fail
+
 base_app = typer.Typer(help="Base encoders: build the bundled multilingual-e5-small offline.", no_args_is_help=True)
 
 
@@ -24,8 +26,7 @@ def base_build(
     try:
         path = build_bundled_base(out, force=force)
     except BaseEncoderError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from exc
+        raise fail(f"{exc}") from exc
     typer.echo(f"base encoder ready: {path}")
 
 

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from sitrep.models.labels import LABELS, check_labels, to_multi_hot
+from sitrep.models.files import JsonlError, read_jsonl
+from sitrep.models.labels import check_labels, multi_hot_matrix
 
 
 @dataclass
@@ -29,12 +29,9 @@ def read_examples(path: str | Path, langs: list[str] | None = None) -> list[Exam
     """Read labeled JSONL (`id`, `text`, `labels`, optional `lang`, `topic`; extra fields are ignored)."""
     p = Path(path)
     out: list[Example] = []
-    with p.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
+    try:
+        for lineno, row in read_jsonl(p):
             try:
-                row = json.loads(line)
                 ex = Example(
                     id=str(row["id"]),
                     text=row["text"],
@@ -45,15 +42,15 @@ def read_examples(path: str | Path, langs: list[str] | None = None) -> list[Exam
                 if not isinstance(ex.text, str) or not ex.text.strip():
                     raise CorpusError("empty or non-string text")
                 check_labels(ex.labels)
-            except (json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            except (KeyError, TypeError, ValueError, AttributeError) as exc:
                 raise CorpusError(f"{p}:{lineno}: {exc}") from exc
             if langs is None or ex.lang in langs:
                 out.append(ex)
+    except JsonlError as exc:
+        raise CorpusError(str(exc)) from exc
     return out
 
 
 def label_matrix(examples: list[Example]) -> np.ndarray:
     """[n, len(LABELS)] 0/1 int array."""
-    if not examples:
-        return np.zeros((0, len(LABELS)), dtype=np.int64)
-    return np.asarray([to_multi_hot(e.labels) for e in examples], dtype=np.int64)
+    return multi_hot_matrix(e.labels for e in examples)

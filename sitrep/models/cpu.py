@@ -2,7 +2,7 @@
 
 ONNX Runtime runs a MatMul with uint8 activations and int8 weights (u8s8) on x86 through one of two
 instruction families. With VNNI (AVX512-VNNI or AVX-VNNI) products accumulate straight into int32 and
-u8s8 is the fastest path (on this project's Zen 4 machine 2.5× the u8u8 kernel). Without VNNI the
+u8s8 is the fastest path (measured against u8u8: `sitrep bench int8`, sitrep/models/README.md). Without VNNI the
 AVX2 kernel sums pairs of products into int16 first and can saturate, so an int8-weight model that
 passed its parity gate on a VNNI machine may lose accuracy on an older CPU; uint8 weights (u8u8) are
 safe everywhere. Export only tries int8 weights where VNNI is present, records that in the bundle,

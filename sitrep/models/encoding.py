@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -66,3 +67,12 @@ def length_batches(lengths: np.ndarray, batch_size: int, max_tokens: int | None 
         batches.append(order[start:end])
         start = end
     return batches
+
+
+def padded_batches(
+    encoder: TextEncoder, encoded: Encoded, batch_size: int, max_tokens: int | None = None
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(indices, input_ids, attention_mask) for each length-bucketed batch of `encoded`, padded."""
+    for idx in length_batches(encoded.lengths, batch_size, max_tokens):
+        input_ids, mask = encoder.pad([encoded.ids[i] for i in idx])
+        yield idx, input_ids, mask

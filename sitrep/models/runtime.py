@@ -18,14 +18,14 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
 from sitrep.models.bundle import HF_DIR, ONNX_FILES, TOKENIZER_FILE, Bundle, BundleError, load_bundle
 from sitrep.models.calibration import calibrated_probs, labels_above
 from sitrep.models.cpu import has_vnni
-from sitrep.models.encoding import Encoded, TextEncoder, length_batches
+from sitrep.models.encoding import Encoded, TextEncoder, padded_batches
 
 RUNTIMES = ("onnx-int8", "onnx", "cuda", "torch")
 DEFAULT_RUNTIME = "onnx-int8"
@@ -56,7 +56,9 @@ class Result:
 
 
 class OnnxBackend:
-    def __init__(self, path: Path, runtime: str, threads: int | None, spin: bool = True) -> None:
+    def __init__(
+        self, path: Path, runtime: str, threads: int | None, spin: bool = True, optimize: bool = True
+    ) -> None:
         import onnxruntime as ort
 
         opts = ort.SessionOptions()
@@ -67,7 +69,10 @@ class OnnxBackend:
         opts.intra_op_num_threads = threads or 0  # 0 = one per physical core
         opts.inter_op_num_threads = 1
         opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        # `optimize=False` keeps every named tensor of the graph (export's activation probes read them).
+        opts.graph_optimization_level = (
+            ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        )
         if runtime == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise RuntimeUnavailable(
@@ -83,9 +88,13 @@ class OnnxBackend:
             raise RuntimeUnavailable("the CUDA execution provider did not initialise (no GPU visible?)")
         self.input_names = {i.name for i in self.session.get_inputs()}
 
-    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+    def run(self, outputs: list[str], input_ids: np.ndarray, attention_mask: np.ndarray) -> list[np.ndarray]:
+        """The named graph outputs for one padded batch (the graph may not take every input)."""
         feeds = {"input_ids": input_ids, "attention_mask": attention_mask}
-        (logits,) = self.session.run(["logits"], {k: v for k, v in feeds.items() if k in self.input_names})
+        return self.session.run(outputs, {k: v for k, v in feeds.items() if k in self.input_names})
+
+    def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
+        (logits,) = self.run(["logits"], input_ids, attention_mask)
         return logits.astype(np.float32)
 
 
@@ -96,19 +105,61 @@ class TorchBackend:
 
         if threads:
             torch.set_num_threads(threads)
+        device_ = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self._init(AutoModelForSequenceClassification.from_pretrained(hf_dir).to(device_).eval(), device_)
+
+    def _init(self, model: Any, device: Any, amp_dtype: Any = None) -> None:
+        import torch
+
         self.torch = torch
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.on_gpu = self.device.type == "cuda"
-        self.model = AutoModelForSequenceClassification.from_pretrained(hf_dir).to(self.device).eval()
+        self.model = model
+        self.device = device
+        self.on_gpu = device.type == "cuda"
+        self.amp_dtype = amp_dtype
+
+    @classmethod
+    def wrap(cls, model: Any, device: Any, amp_dtype: Any = None) -> TorchBackend:
+        """A backend over a model already in memory (training's dev evaluation), with optional autocast."""
+        backend = cls.__new__(cls)
+        backend._init(model, device, amp_dtype)
+        return backend
 
     def __call__(self, input_ids: np.ndarray, attention_mask: np.ndarray) -> np.ndarray:
         torch = self.torch
-        with torch.inference_mode():
-            out = self.model(
-                input_ids=torch.from_numpy(input_ids).to(self.device),
-                attention_mask=torch.from_numpy(attention_mask).to(self.device),
-            )
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.inference_mode(), torch.autocast(
+                self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None
+            ):
+                out = self.model(
+                    input_ids=torch.from_numpy(input_ids).to(self.device),
+                    attention_mask=torch.from_numpy(attention_mask).to(self.device),
+                )
+        finally:
+            self.model.train(was_training)
         return out.logits.float().cpu().numpy()
+
+
+def batched_logits(
+    encoder: TextEncoder,
+    backend: Backend,
+    encoded: Encoded,
+    batch_size: int = 32,
+    max_tokens: int | None = None,
+    timings: Timings | None = None,
+) -> np.ndarray:
+    """Raw logits [n, labels] for tokenized texts: length-bucketed batches, padded, run, scattered back."""
+    out: np.ndarray | None = None
+    for idx, input_ids, mask in padded_batches(encoder, encoded, batch_size, max_tokens):
+        t0 = time.perf_counter()
+        logits = backend(input_ids, mask)
+        if timings is not None:
+            timings.model_s += time.perf_counter() - t0
+        if out is None:
+            out = np.zeros((len(encoded.ids), logits.shape[1]), dtype=np.float32)
+        out[idx] = logits
+    return out if out is not None else np.zeros((0, 0), dtype=np.float32)
 
 
 class Classifier:
@@ -136,15 +187,9 @@ class Classifier:
     def logits_encoded(
         self, encoded: Encoded, batch_size: int = 32, max_tokens: int | None = None, timings: Timings | None = None
     ) -> np.ndarray:
-        n = len(encoded.ids)
-        out = np.zeros((n, len(self.labels)), dtype=np.float32)
-        for idx in length_batches(encoded.lengths, batch_size, max_tokens):
-            input_ids, mask = self.encoder.pad([encoded.ids[i] for i in idx])
-            t0 = time.perf_counter()
-            out[idx] = self.backend(input_ids, mask)
-            if timings is not None:
-                timings.model_s += time.perf_counter() - t0
-        return out
+        if not encoded.ids:
+            return np.zeros((0, len(self.labels)), dtype=np.float32)
+        return batched_logits(self.encoder, self.backend, encoded, batch_size, max_tokens, timings)
 
     def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         return self.logits_encoded(self.encode(texts), batch_size)

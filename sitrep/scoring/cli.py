@@ -10,13 +10,9 @@ from pathlib import Path
 
 import typer
 
+from sitrep.console import fail
 from sitrep.models.runtime import DEFAULT_RUNTIME, RUNTIMES
 from sitrep.scoring.options import CPU_BATCH_SIZE, DEFAULT_CHUNK_ROWS, GPU_BATCH_SIZE, ScoreError, ScoreOptions
-
-
-def _fail(message: str, code: int = 2) -> typer.Exit:
-    typer.secho(f"error: {message}", fg="red", err=True)
-    return typer.Exit(code)
 
 
 def score(
@@ -124,9 +120,9 @@ def score(
         else:
             raise ScoreError(f"--engine must be 'local' or 'ray', not {engine!r}")
     except (ScoreError, BundleError, RuntimeUnavailable) as exc:
-        raise _fail(str(exc)) from exc
+        raise fail(str(exc)) from exc
     except KeyboardInterrupt as exc:
-        raise _fail("interrupted; run the same command again to resume", 130) from exc
+        raise fail("interrupted; run the same command again to resume", 130) from exc
     if summary_json is not None:
         summary_json.parent.mkdir(parents=True, exist_ok=True)
         summary_json.write_text(json.dumps(summary.to_json(), indent=2) + "\n", encoding="utf-8")
@@ -140,71 +136,8 @@ def score(
         typer.echo(f"rejected rows and reasons: {Path(summary.output) / '_rejects.jsonl'}")
 
 
-def bench_score(
-    bundle: Path = typer.Argument(..., help="Model bundle folder."),
-    runtimes: str = typer.Option("onnx-int8,cuda,torch", help="Comma-separated runtimes to compare."),
-    batch_sizes: str = typer.Option("256,1024,4096", help="Comma-separated batch sizes."),
-    rows: int = typer.Option(20000, help="Sentences per variant (news-length, drawn from --data)."),
-    data: str = typer.Option("data/*.jsonl", help="Glob of JSONL files whose `text` fields are sampled."),
-    chunk_rows: int = typer.Option(DEFAULT_CHUNK_ROWS, help="Input rows per shard, as in `sitrep score`."),
-    tokenize_workers: int | None = typer.Option(None, help="Tokenizer threads in the pipeline."),
-    threads: int | None = typer.Option(None, help="ONNX Runtime / torch threads."),
-    device: str | None = typer.Option(None, help="torch runtime: cpu or cuda (default: cuda if any)."),
-    seed: int = typer.Option(0, help="Sampling seed."),
-    repeats: int = typer.Option(1, help="Rounds over all variants (interleaved); medians are reported."),
-    json_out: Path | None = typer.Option(None, "--json", help="Write the full report as JSON here."),
-    markdown: bool = typer.Option(False, "--markdown", help="Print the table as Markdown (for READMEs)."),
-) -> None:
-    """Rows/s of `sitrep score` per runtime and batch size, side by side.
-
-    End to end (read, tokenize, model, write) and model-only rates, with
-    tokenization timed apart. Runtimes that cannot run here (cuda without a
-    GPU) are listed as skipped, with the reason.
-
-    Examples:
-
-      sitrep bench score artifacts/models/default --runtimes onnx-int8 \\
-        --batch-sizes 64,256 --rows 2000
-
-      sitrep bench score artifacts/models/default --runtimes cuda,torch \\
-        --batch-sizes 256,1024,4096 --rows 200000 --json bench-score-h100.json
-    """
-    from rich.console import Console
-
-    from sitrep.bench.score import render_markdown, render_table, run_bench
-    from sitrep.models.bundle import BundleError
-
-    try:
-        rts = [x.strip() for x in runtimes.split(",") if x.strip()]
-        unknown = [r for r in rts if r not in RUNTIMES]
-        if unknown:
-            raise ScoreError(f"unknown runtime(s) {unknown}; choose from {', '.join(RUNTIMES)}")
-        sizes = [int(x) for x in batch_sizes.split(",") if x.strip()]
-        report = run_bench(bundle, rts, sizes, rows, data=data, chunk_rows=chunk_rows,
-                           tokenize_workers=tokenize_workers, threads=threads, device=device, seed=seed,
-                           repeats=repeats, log=lambda m: typer.echo(m, err=True))  # fmt: skip
-    except ValueError as exc:
-        raise _fail(f"--batch-sizes must be integers ({exc})") from exc
-    except (ScoreError, BundleError) as exc:
-        raise _fail(str(exc)) from exc
-    if markdown:
-        typer.echo(render_markdown(report))
-    else:
-        console = Console()
-        if not console.is_terminal:
-            console = Console(width=max(console.width, 132))  # piped into a file: no wrapping
-        console.print(render_table(report))
-    if not report["host"]["gpu"]:
-        typer.echo("no GPU on this machine: GPU runtimes were not measured")
-    if json_out is not None:
-        json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
-        typer.echo(f"report written: {json_out}")
-
-
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.command("score")(score)
-    bench.command("score")(bench_score)
 
 
 def main() -> None:

@@ -13,93 +13,26 @@ and a rerun after a crash continues from the last committed chunk (see writer.py
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from sitrep.models.bundle import Bundle, load_bundle
 from sitrep.models.runtime import Classifier, Result, Timings, load
-from sitrep.scoring.options import ScoreError, ScoreOptions
-from sitrep.scoring.reader import Chunk, InputFile, check_columns, discover, estimate_rows, read_chunks
+from sitrep.scoring.job import ScoreSummary, job_fingerprint, plan
+from sitrep.scoring.options import ScoreOptions
+from sitrep.scoring.reader import Chunk, estimate_rows, read_chunks
 from sitrep.scoring.scorer import ChunkScorer, Prepared
 from sitrep.scoring.writer import OutputJob
 
 
-@dataclass
-class ScoreSummary:
-    output: str
-    engine: str
-    rows: int  # input rows accounted for (scored or rejected), this run and earlier ones
-    out_rows: int  # output rows (sentences)
-    rejects: int
-    shards: int
-    resumed_rows: int = 0  # rows already committed before this run started
-    wall_s: float = 0.0  # this run, from the first read to the last commit (model load excluded)
-    tokenize_s: float = 0.0  # summed over tokenize workers (they run in parallel)
-    model_s: float = 0.0
-    already_done: bool = False
-    cleaned: list[str] = field(default_factory=list)
-
-    @property
-    def rows_per_s(self) -> float:
-        return (self.rows - self.resumed_rows) / self.wall_s if self.wall_s > 0 else 0.0
-
-    def to_json(self) -> dict[str, Any]:
-        return {**asdict(self), "rows_per_s": round(self.rows_per_s, 1)}
-
-
 def default_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2) // 2))
-
-
-def model_fingerprint(bundle: Bundle) -> dict[str, str]:
-    digest = hashlib.sha256(json.dumps(bundle.summary(), sort_keys=True).encode()).hexdigest()
-    return {"name": bundle.name, "version": bundle.version, "manifest_sha256": digest}
-
-
-def job_fingerprint(
-    opts: ScoreOptions, files: list[InputFile], bundle: Bundle, engine: str
-) -> dict[str, Any]:
-    return {
-        "engine": engine,
-        "options": opts.fingerprint(),
-        "model": model_fingerprint(bundle),
-        "inputs": [f.fingerprint() for f in files],
-    }
-
-
-def check_output_apart(spec: str, files: list[InputFile], output: Path) -> None:
-    """The output must not be read as input (a rerun would then see a different input)."""
-    out = output.resolve()
-    src = Path(spec)
-    if src.is_dir() and out.is_relative_to(src.resolve()):
-        raise ScoreError(
-            f"the output folder {output} is inside the input folder {spec}; "
-            "its shards would be read as input; write the output elsewhere"
-        )
-    for f in files:
-        if f.path.is_relative_to(out):
-            raise ScoreError(
-                f"input {f.path} is inside the output folder {output}; write the output elsewhere"
-            )
-
-
-def plan(opts: ScoreOptions) -> tuple[list[InputFile], Bundle]:
-    """Everything checked before any model is loaded or anything is written."""
-    files = discover(opts.input, opts.input_format)
-    check_output_apart(opts.input, files, opts.output)
-    check_columns(files, opts.id_column, opts.text_column)
-    return files, load_bundle(opts.bundle, verify=False)
 
 
 def score_local(

@@ -21,24 +21,22 @@ from __future__ import annotations
 
 import datetime as dt
 import io
-import json
 import shutil
 import time
 from collections.abc import Callable, Iterator
 from itertools import islice
-from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pads
 
+from sitrep.models.files import write_json_atomic
 from sitrep.models.runtime import load, runtime_files
-from sitrep.scoring.engine_local import ScoreSummary, job_fingerprint, plan
+from sitrep.scoring.job import FORMAT, MANIFEST, REJECTS, ScoreSummary, claim_output, job_fingerprint, plan
 from sitrep.scoring.options import ScoreError, ScoreOptions
-from sitrep.scoring.reader import InputFile, Position, RawRow, iter_file_rows, validate_row
+from sitrep.scoring.reader import CheckedRow, InputFile, Position, iter_file_rows, validate_row
 from sitrep.scoring.scorer import ChunkScorer
-from sitrep.scoring.writer import FORMAT, MANIFEST, REJECTS, write_json_atomic
 
 REJECT_COLUMN = "_reject"  # the reject's JSON line, or null for an output row
 PARSED_SCHEMA = pa.schema(
@@ -54,7 +52,7 @@ PARSED_SCHEMA = pa.schema(
 PARSE_BLOCK_ROWS = 16384
 
 
-def _parsed_table(rows: list[RawRow]) -> pa.Table:
+def _parsed_table(rows: list[CheckedRow]) -> pa.Table:
     return pa.table(
         {
             "id": [r.id for r in rows],
@@ -110,7 +108,7 @@ class RayScorer:
     def __call__(self, batch: pa.Table) -> pa.Table:
         cols = {c: batch[c].to_pylist() for c in PARSED_SCHEMA.names}
         good = [
-            RawRow(i, t, None, s, r, ln, Position())
+            CheckedRow(i, t, None, s, r, ln, Position())
             for i, t, s, r, ln, rej in zip(*cols.values(), strict=True)
             if rej is None
         ]
@@ -164,25 +162,6 @@ def _read(files: list[InputFile], opts: ScoreOptions) -> Any:
     return datasets[0] if len(datasets) == 1 else datasets[0].union(*datasets[1:])
 
 
-def _prepare_output(out: Path, job: dict[str, Any], overwrite: bool) -> dict[str, Any] | None:
-    """The finished manifest if OUTPUT already holds this job; otherwise make room for a new run."""
-    if out.exists() and not out.is_dir():
-        raise ScoreError(f"{out} exists and is not a directory; --output names a folder")
-    if out.is_dir() and any(out.iterdir()):
-        if not (out / MANIFEST).is_file():
-            raise ScoreError(
-                f"{out} exists, is not empty and is not a `sitrep score` output; choose a new folder"
-            )
-        if overwrite:
-            shutil.rmtree(out)
-            return None
-        manifest = json.loads((out / MANIFEST).read_text(encoding="utf-8"))
-        if manifest.get("job") == job and manifest.get("done"):
-            return manifest
-        raise ScoreError(f"{out} holds another job's output; rerun with --overwrite or choose a new folder")
-    return None
-
-
 def score_ray(
     opts: ScoreOptions,
     *,
@@ -202,7 +181,9 @@ def score_ray(
     bundle.verify(runtime_files(opts.runtime))  # fail here, not in every actor
     job = job_fingerprint(opts, files, bundle, "ray")
     out = opts.output
-    finished = _prepare_output(out, job, opts.overwrite)
+    finished = claim_output(out, job, opts.overwrite)
+    if finished is not None and not finished.get("done"):
+        raise ScoreError(f"{out} holds an unfinished run of this job; rerun with --overwrite")
     if finished is not None:
         done = finished["done"]
         say(f"{out} is complete already ({done['rows']:,} rows); use --overwrite to score again")
@@ -284,7 +265,7 @@ def score_ray(
             "shards": shards,
             "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         }
-        write_json_atomic(tmp / MANIFEST, {"format": FORMAT, "job": job, "done": done})
+        write_json_atomic(tmp / MANIFEST, {"format": FORMAT, "job": job, "done": done}, durable=True)
         if out.is_dir():
             out.rmdir()  # empty (checked above); a rename cannot replace a directory on every OS
         tmp.rename(out)

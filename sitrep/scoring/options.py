@@ -10,9 +10,8 @@ from sitrep.models.runtime import DEFAULT_RUNTIME
 INPUT_FORMATS = ("auto", "jsonl", "csv", "parquet")
 OUTPUT_FORMATS = ("parquet", "jsonl")
 DEFAULT_CHUNK_ROWS = 8192
-# Sentences per model call when --batch-size is not given. On CPU small calls win: with 8192-row chunks,
-# onnx-int8 on 2 cores scored 191 rows/s at 32 against 160 at 256 (`sitrep bench score --batch-sizes
-# 16,32,256`, serving/batch/README.md); a GPU wants big ones (1024-4096 for throughput).
+# Sentences per model call when --batch-size is not given: small calls win on CPU, a GPU wants big ones
+# (the measurements: sitrep/scoring/README.md, "Results").
 CPU_BATCH_SIZE = 32
 GPU_BATCH_SIZE = 256
 

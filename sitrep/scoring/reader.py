@@ -86,8 +86,8 @@ class Cursor:
         )
 
 
-class RawRow(NamedTuple):
-    """One input row, validated: either (id, text) to score, or a reject."""
+class CheckedRow(NamedTuple):
+    """One input row after validation: either (id, text) to score, or a reject (never both)."""
 
     id: str | None
     text: str | None
@@ -104,7 +104,7 @@ class Chunk:
 
     index: int
     start_row: int
-    good: list[RawRow]
+    good: list[CheckedRow]
     rejects: list[Reject]
     end: Cursor
 
@@ -216,16 +216,16 @@ def validate_row(
     row: int | None,
     line: int | None,
     after: Position,
-) -> RawRow:
-    """A RawRow to score, or one carrying the reason it cannot be scored."""
+) -> CheckedRow:
+    """A CheckedRow to score, or one carrying the reason it cannot be scored."""
     ident, reason, detail = check_id(id_value, id_column)
     if reason is None:
         reason, detail = check_text(text_value, text_column)
     if reason is None:
-        return RawRow(ident, text_value, None, source, row, line, after)
+        return CheckedRow(ident, text_value, None, source, row, line, after)
     rid = ident if ident is not None else (preview(id_value) if reason == BAD_ID else None)
     reject = Reject(rid, reason, detail or reason, source, row, line, preview(text_value))
-    return RawRow(None, None, reject, source, row, line, after)
+    return CheckedRow(None, None, reject, source, row, line, after)
 
 
 def parse_jsonl_line(raw: bytes, id_column: str, text_column: str) -> tuple[Any, Any, str | None, str | None]:
@@ -243,7 +243,7 @@ def parse_jsonl_line(raw: bytes, id_column: str, text_column: str) -> tuple[Any,
 
 def _jsonl_rows(
     f: IO[bytes], id_column: str, text_column: str, start: Position, source: str
-) -> Iterator[RawRow]:
+) -> Iterator[CheckedRow]:
     f.seek(start.offset)
     row, offset, line = start.row, start.offset, start.line
     for raw in f:
@@ -255,7 +255,7 @@ def _jsonl_rows(
         after = Position(row + 1, offset, line)
         if reason is not None:
             text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
-            yield RawRow(
+            yield CheckedRow(
                 None,
                 None,
                 Reject(None, reason, detail or reason, source, row, line, preview(text)),
@@ -283,7 +283,7 @@ def _csv_parse_options(handler: Any) -> Any:
 
 def _csv_rows(
     f: IO[bytes] | Path, id_column: str, text_column: str, start: Position, source: str
-) -> Iterator[RawRow]:
+) -> Iterator[CheckedRow]:
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
@@ -304,7 +304,7 @@ def _csv_rows(
     )
     parsed, bad = 0, 0  # counted from the start of the file
 
-    def drain() -> Iterator[RawRow]:
+    def drain() -> Iterator[CheckedRow]:
         nonlocal bad
         for r in malformed:
             bad += 1
@@ -314,7 +314,7 @@ def _csv_rows(
             reject = Reject(None, INVALID_CSV_ROW, detail, source, None, r.number, preview(r.text))
             # Good rows before start.row were consumed by an earlier run even if not re-read yet.
             after = Position(max(parsed, start.row), 0, 0, bad)
-            yield RawRow(None, None, reject, source, None, r.number, after)
+            yield CheckedRow(None, None, reject, source, None, r.number, after)
         malformed.clear()
 
     yield from drain()
@@ -334,7 +334,7 @@ def _csv_rows(
 
 def _parquet_rows(
     f: IO[bytes] | Path, id_column: str, text_column: str, start: Position, source: str
-) -> Iterator[RawRow]:
+) -> Iterator[CheckedRow]:
     import pyarrow.parquet as pq
 
     pf = pq.ParquetFile(f)
@@ -363,7 +363,7 @@ def iter_file_rows(
     text_column: str,
     start: Position | None = None,
     name: str | None = None,
-) -> Iterator[RawRow]:
+) -> Iterator[CheckedRow]:
     """Validated rows of one file (a path or a binary file object) from `start` on."""
     start = start or Position()
     label = name or str(source)
@@ -400,7 +400,7 @@ def read_chunks(
     """
     cursor = start or Cursor()
     index, row0 = first_index, first_row
-    good: list[RawRow] = []
+    good: list[CheckedRow] = []
     rejects: list[Reject] = []
     for fi in range(cursor.file, len(files)):
         f = files[fi]

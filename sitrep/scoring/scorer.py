@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
+from sitrep.models.documents import FlatPlan
 from sitrep.models.encoding import Encoded
 from sitrep.models.runtime import Classifier, Result, Timings
 from sitrep.scoring.options import default_batch_size
 from sitrep.scoring.output import build_table, output_schema
-from sitrep.scoring.reader import RawRow
+from sitrep.scoring.reader import CheckedRow
 from sitrep.scoring.rejects import NO_SENTENCES, Reject, preview
 
 
@@ -52,7 +53,7 @@ class ChunkScorer:
         self.model_name = clf.bundle.name
         self.model_version = clf.bundle.version
 
-    def prepare(self, rows: Sequence[RawRow]) -> Prepared:
+    def prepare(self, rows: Sequence[CheckedRow]) -> Prepared:
         """Split (document mode) and tokenize. Documents without a sentence become rejects."""
         t0 = time.perf_counter()
         rejects: list[Reject] = []
@@ -60,12 +61,11 @@ class ChunkScorer:
             ids = [r.id for r in rows]  # good rows: id and text are set
             texts = [r.text for r in rows]
             return Prepared(ids, texts, self.clf.encode(texts), rejects, time.perf_counter() - t0)
-        from sitrep.models.text import split_sentences
-
-        ids, texts, index, starts, ends = [], [], [], [], []
+        plan = FlatPlan()
+        ids, index, starts, ends = [], [], [], []
         for r in rows:
-            sentences = split_sentences(r.text)
-            if not sentences:
+            part = plan.add_document(r.text)
+            if not part.count:
                 rejects.append(
                     Reject(
                         r.id,
@@ -77,14 +77,13 @@ class ChunkScorer:
                         preview(r.text),
                     )
                 )
-            for i, s in enumerate(sentences):
+            for i, s in enumerate(part.sentences or []):
                 ids.append(r.id)
-                texts.append(s.text)
                 index.append(i)
                 starts.append(s.start)
                 ends.append(s.end)
-        encoded = self.clf.encode(texts)
-        return Prepared(ids, texts, encoded, rejects, time.perf_counter() - t0, index, starts, ends)
+        encoded = self.clf.encode(plan.texts)
+        return Prepared(ids, plan.texts, encoded, rejects, time.perf_counter() - t0, index, starts, ends)
 
     def run(self, prepared: Prepared, timings: Timings | None = None) -> Result:
         return self.clf.classify_encoded(

@@ -24,71 +24,20 @@ import datetime as dt
 import json
 import os
 import re
-import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
+from sitrep.models.files import fsync_dir, write_json_atomic
+from sitrep.scoring.job import COMMITS, FORMAT, MANIFEST, REJECTS, claim_output
 from sitrep.scoring.options import ScoreError
 from sitrep.scoring.output import table_to_jsonl
 from sitrep.scoring.reader import Cursor
 from sitrep.scoring.rejects import Reject
 
-FORMAT = "sitrep-score/1"
-MANIFEST = "_manifest.json"
-COMMITS = "_commits.jsonl"
-REJECTS = "_rejects.jsonl"
 SHARD_RE = re.compile(r"^part-\d+\.(parquet|jsonl)$")
-
-
-def fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
-        json.dump(data, f, indent=2, ensure_ascii=False)
-        f.write("\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fsync_dir(path.parent)
-
-
-def fingerprint_diff(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """Human-readable differences between two job fingerprints."""
-    out: list[str] = []
-    for key in sorted(set(old) | set(new)):
-        a, b = old.get(key), new.get(key)
-        if a == b:
-            continue
-        if key == "inputs" and isinstance(a, list) and isinstance(b, list):
-            olds = {x["path"]: x for x in a}
-            news = {x["path"]: x for x in b}
-            out += [f"input {p} was removed" for p in sorted(set(olds) - set(news))]
-            out += [f"input {p} is new" for p in sorted(set(news) - set(olds))]
-            for p in sorted(set(olds) & set(news)):
-                if olds[p] != news[p]:
-                    out.append(
-                        f"input {p} changed (size {olds[p]['size']} → {news[p]['size']}, "
-                        f"mtime_ns {olds[p]['mtime_ns']} → {news[p]['mtime_ns']})"
-                    )
-        elif isinstance(a, dict) and isinstance(b, dict):
-            out += [
-                f"{key}.{k}: {a.get(k)!r} → {b.get(k)!r}"
-                for k in sorted(set(a) | set(b))
-                if a.get(k) != b.get(k)
-            ]
-        else:
-            out.append(f"{key}: {a!r} → {b!r}")
-    return out
 
 
 @dataclass
@@ -176,48 +125,21 @@ class OutputJob:
     @classmethod
     def open(cls, root: Path, job: dict[str, Any], output_format: str, overwrite: bool = False) -> OutputJob:
         """Start a new job in `root`, or resume the one there if it is the same job."""
-        if root.exists() and not root.is_dir():
-            raise ScoreError(f"{root} exists and is not a directory; --output names a folder of shards")
-        if root.is_dir():
-            if (root / MANIFEST).is_file():
-                if overwrite:
-                    shutil.rmtree(root)
-                else:
-                    return cls(root, output_format, cls._resume(root, job))
-            elif any(p.name != MANIFEST + ".tmp" for p in root.iterdir()):
-                raise ScoreError(
-                    f"{root} exists, is not empty and is not a `sitrep score` output "
-                    f"(no {MANIFEST}); choose a new or empty folder"
-                )
+        if claim_output(root, job, overwrite) is not None:
+            return cls(root, output_format, cls._resume(root))
         root.mkdir(parents=True, exist_ok=True)
         manifest = {
             "format": FORMAT,
             "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "job": job,
         }
-        write_json_atomic(root / MANIFEST, manifest)
+        write_json_atomic(root / MANIFEST, manifest, durable=True)
         for name in (COMMITS, REJECTS):
             (root / name).unlink(missing_ok=True)
         return cls(root, output_format, JobState())
 
     @staticmethod
-    def _resume(root: Path, job: dict[str, Any]) -> JobState:
-        try:
-            manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
-        except json.JSONDecodeError as exc:
-            raise ScoreError(f"{root / MANIFEST} is not valid JSON ({exc}); rerun with --overwrite") from exc
-        if manifest.get("format") != FORMAT:
-            raise ScoreError(
-                f"{root} was written by another tool or version ({manifest.get('format')!r}); "
-                "rerun with --overwrite or choose a new folder"
-            )
-        diff = fingerprint_diff(manifest.get("job", {}), job)
-        if diff:
-            raise ScoreError(
-                f"{root} holds a different job, so it cannot be resumed:\n  - "
-                + "\n  - ".join(diff)
-                + "\nRerun with --overwrite to start over, or choose a new --output folder."
-            )
+    def _resume(root: Path) -> JobState:
         state = JobState()
         state.commits, state.done = _read_commit_log(root / COMMITS)
         committed = {c.shard for c in state.commits if c.shard}

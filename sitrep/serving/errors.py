@@ -103,7 +103,8 @@ def _validation_response(exc: RequestValidationError) -> JSONResponse:
             "invalid_json",
             f"the body is not valid JSON: {ctx.get('error', 'decode error')} at character {pos}",
         )
-    loc = tuple(first.get("loc") or ())
+    # a cross-field check (schemas.py) raised on a model says in ctx["at"] which field it points to
+    loc = tuple(first.get("loc") or ()) + tuple((first.get("ctx") or {}).get("at", ()))
     field = field_path(loc)
     msg = str(first.get("msg", "invalid value"))
     if kind == "missing" and field:

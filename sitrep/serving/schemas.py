@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, Strict, create_model, field_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, create_model, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from sitrep.models.labels import LABELS
@@ -103,6 +103,19 @@ class Item(BaseModel):
     def _document_not_blank(cls, value: str | None) -> str | None:
         return _not_blank(value, "document")
 
+    @model_validator(mode="after")
+    def _text_or_document(self) -> Item:
+        # ctx["at"]: where under this item the error points (errors.py appends it to the location)
+        if self.text is None and self.document is None:
+            raise PydanticCustomError(
+                "missing_text", "each item needs `text` (a sentence) or `document` (an article)", {"at": ["text"]}
+            )
+        if self.text is not None and self.document is not None:
+            raise PydanticCustomError(
+                "text_and_document", "send either `text` or `document` in one item, not both", {"at": ["document"]}
+            )
+        return self
+
 
 Thresholds = create_model(
     "Thresholds",
@@ -153,6 +166,19 @@ class ClassifyRequest(BaseModel):
     thresholds: Thresholds | None = Field(
         None, description="Override the model's thresholds for this request."
     )  # type: ignore[valid-type]
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> ClassifyRequest:
+        seen: dict[str, int] = {}
+        for i, item in enumerate(self.items):
+            if item.id in seen:
+                raise PydanticCustomError(
+                    "duplicate_id",
+                    "id {id!r} is used by items[{first}] and items[{i}]; ids must be unique within a request",
+                    {"id": item.id, "first": seen[item.id], "i": i, "at": ["items", i, "id"]},
+                )
+            seen[item.id] = i
+        return self
 
     def threshold_overrides(self) -> dict[str, float]:
         if self.thresholds is None:
@@ -277,3 +303,37 @@ class Status(BaseModel):
 def scores_dict(row: Any) -> dict[str, float]:
     """One row of probabilities as {label: float}, in LABELS order (exact float32 values, not rounded)."""
     return {label: float(row[j]) for j, label in enumerate(LABELS)}
+
+
+DESCRIPTION = """
+Tags each sentence with zero or more of `claim`, `official_confirmation`, `casualty` and `retaliation`
+(Arabic, Persian, English and other languages). Scores are independent calibrated probabilities, one
+per label (never a softmax across labels). Send single sentences as `text`, or whole articles as
+`document` to have them split into sentences with character offsets.
+
+What each label means, with the boundary rules (who counts as a state, identified speakers, blame vs
+confirmation, vow vs threat): the label guide, `docs/labels.md` in the sitrep repository.
+
+Errors always look like `{"error": {"code", "message", "field"}}`. When the service is configured with
+API keys, send `Authorization: Bearer KEY` or `X-API-Key: KEY`.
+"""
+
+# The error responses the routes document in the OpenAPI schema.
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorResponse, "description": "Invalid JSON or invalid UTF-8."},
+    401: {
+        "model": ErrorResponse,
+        "description": "Missing or invalid API key (when keys are configured).",
+    },
+    413: {"model": ErrorResponse, "description": "Body over SITREP_MAX_BODY_BYTES."},
+    415: {"model": ErrorResponse, "description": "Body not sent as application/json."},
+    422: {
+        "model": ErrorResponse,
+        "description": "A field is missing, empty, of the wrong type or over a limit.",
+    },
+    503: {
+        "model": ErrorResponse,
+        "description": "Overloaded or not ready: retry after `Retry-After` seconds.",
+        "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}},
+    },
+}

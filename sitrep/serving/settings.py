@@ -2,7 +2,7 @@
 
     SITREP_BUNDLE=artifacts/models/default SITREP_MAX_WAIT_MS=3 SITREP_API_KEYS=k1,k2 python -m serving
 
-The table in serving/README.md lists them all; `Settings.model_fields` is the source of truth.
+The table in sitrep/serving/README.md lists them all; `Settings.model_fields` is the source of truth.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ class Settings(BaseSettings):
         None,
         ge=1,
         description="ONNX Runtime intra-op threads (default: the CPUs this process may use). 1 on a 2-CPU host "
-        "lowers a lone request's latency but caps throughput under load (serving/README.md, benchmark).",
+        "lowers a lone request's latency but caps throughput under load (sitrep/serving/README.md, benchmark).",
     )
     ort_spin: bool = Field(
         False,
@@ -110,13 +110,8 @@ class Settings(BaseSettings):
     # --- derived ----------------------------------------------------------------------------
     @property
     def intra_op_threads(self) -> int:
-        """The explicit ONNX Runtime thread count: SITREP_THREADS, or every CPU this process may use.
-
-        With idle workers sleeping instead of spinning (`ort_spin` off), 2 intra-op threads on 2 CPUs beat 1
-        under load: 135 against 93 single-sentence requests/s at concurrency 32, 147 against 111 sentences/s
-        with 32-sentence requests; a lone request waits 15 instead of 12 ms (`sitrep bench http
-        --threads 2` / `--threads 1`, default model in int8; serving/README.md).
-        """
+        """The explicit ONNX Runtime thread count: SITREP_THREADS, or every CPU this process may use
+        (why every CPU: the measurements in sitrep/serving/README.md, "Threads")."""
         if self.threads:
             return self.threads
         try:

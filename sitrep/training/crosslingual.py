@@ -17,12 +17,13 @@ from pathlib import Path
 from typing import Any
 
 from sitrep.eval.predictors import BundlePredictor, PredictorError
-from sitrep.eval.report import EvalError, load_examples, score, write_json
+from sitrep.eval.report import EvalError, load_examples, score
 from sitrep.models.bundle import MANIFEST, ONNX_FILES, BundleError, load_bundle
 from sitrep.models.corpus import read_examples
+from sitrep.models.files import write_json_atomic
 from sitrep.training.config import TrainConfig
 
-DEFAULT_CONFIG = Path("sitrep/training/configs/default.toml")
+DEFAULT_CONFIG = Path(__file__).resolve().parent / "configs" / "default.toml"
 SCHEMA_VERSION = 1
 
 
@@ -146,7 +147,7 @@ def run_crosslingual(
     out.mkdir(parents=True, exist_ok=True)
     md = render_markdown(result)
     paths = {"json": out / "crosslingual.json", "markdown": out / "crosslingual.md"}
-    write_json(result, paths["json"])
+    write_json_atomic(paths["json"], result)
     paths["markdown"].write_text(md, encoding="utf-8")
     return {**result, "markdown": md, "paths": paths}
 

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from sitrep.models.bundle import ONNX_FILES, Bundle, load_bundle, write_bundle_manifest
+from sitrep.models.calibration import decisions
 from sitrep.models.corpus import label_matrix, read_examples
 from sitrep.models.cpu import cpu_name, has_vnni
 from sitrep.models.encoding import TextEncoder
@@ -51,9 +52,9 @@ class QuantRecipe:
     optimize: bool = True
     exclude_sensitive: int = 0  # keep this many of the most sensitive FFN MatMuls in fp32 (-1: all)
     # Split the FFN MatMuls' input channels whose calibration |max| exceeds this off into thin fp32
-    # MatMuls (training/outlier_split.py); None: no split.
+    # MatMuls (sitrep/training/outlier_split.py); None: no split.
     outlier_threshold: float | None = None
-    vnni_only: bool = False  # tried only on CPUs with VNNI, where int8 weights cannot saturate (models/cpu.py)
+    vnni_only: bool = False  # tried only on CPUs with VNNI, where int8 weights cannot saturate (sitrep/models/cpu.py)
     embeddings: bool = False  # quantize the embedding table too (EmbedLayerNormalization); `sitrep bench int8`
 
 
@@ -232,12 +233,8 @@ class OutlierSplits:
         return path, split, [fp32_node(name) for name in split]
 
 
-def _label_sets(probs: np.ndarray, thresholds: list[float]) -> np.ndarray:
-    return (probs >= np.asarray(thresholds)[None, :]).astype(np.int64)
-
-
 def compare(ref_probs: np.ndarray, probs: np.ndarray, y: np.ndarray, thresholds: list[float]) -> dict[str, float]:
-    ref_pred, pred = _label_sets(ref_probs, thresholds), _label_sets(probs, thresholds)
+    ref_pred, pred = decisions(ref_probs, thresholds), decisions(probs, thresholds)
     f_ref, _ = macro_f1(y, ref_pred)
     f, _ = macro_f1(y, pred)
     return {
@@ -263,7 +260,7 @@ def export(
 ) -> dict[str, Any]:
     """Export all three ONNX files into the bundle and write the parity report. Raises ExportError.
 
-    `portable`: only recipes with uint8 weights, safe on CPUs without VNNI (models/cpu.py), even on one with.
+    `portable`: only recipes with uint8 weights, safe on CPUs without VNNI (sitrep/models/cpu.py), even on one with.
     """
     gates = gates or Gates()
     bundle = load_bundle(bundle_path)
@@ -281,7 +278,7 @@ def export(
 
     log(f"[1/4] torch fp32 reference on {len(texts)} sentences from {data}")
     ref = load(bundle, "torch", device="cpu").classify(texts).probs
-    f_ref, _ = macro_f1(y, _label_sets(ref, thresholds))
+    f_ref, _ = macro_f1(y, decisions(ref, thresholds))
 
     log("[2/4] ONNX fp32 export")
     fp32 = bundle.path / ONNX_FILES["onnx"]

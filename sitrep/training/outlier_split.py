@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from sitrep.models.encoding import TextEncoder, length_batches
+from sitrep.models.encoding import TextEncoder, padded_batches
 
 
 def activation_absmax(
@@ -36,7 +36,8 @@ def activation_absmax(
     graph at `model_path`, already loaded (it is left as it was).
     """
     import onnx
-    import onnxruntime as ort
+
+    from sitrep.models.runtime import OnnxBackend
 
     model = onnx.load(str(model_path)) if model is None else model
     present = {o.name for o in model.graph.output}
@@ -47,16 +48,10 @@ def activation_absmax(
     onnx.save(model, str(probe))
     del model.graph.output[len(model.graph.output) - len(added):]
     try:
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL  # keep the named tensors
-        session = ort.InferenceSession(str(probe), sess_options=opts, providers=["CPUExecutionProvider"])
-        inputs = {i.name for i in session.get_inputs()}
-        encoded = encoder.encode(texts)
+        backend = OnnxBackend(probe, "onnx", None, optimize=False)  # unoptimized: keeps the named tensors
         absmax: dict[str, np.ndarray] = {}
-        for idx in length_batches(encoded.lengths, batch_size):
-            ids, mask = encoder.pad([encoded.ids[i] for i in idx])
-            feeds = {k: v for k, v in {"input_ids": ids, "attention_mask": mask}.items() if k in inputs}
-            for name, value in zip(tensors, session.run(tensors, feeds), strict=True):
+        for _, ids, mask in padded_batches(encoder, encoder.encode(texts), batch_size):
+            for name, value in zip(tensors, backend.run(tensors, ids, mask), strict=True):
                 m = np.abs(value).reshape(-1, value.shape[-1]).max(axis=0)
                 absmax[name] = m if name not in absmax else np.maximum(absmax[name], m)
     finally:

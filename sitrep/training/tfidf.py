@@ -9,47 +9,16 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sitrep.models.calibration import labels_above
 from sitrep.models.corpus import label_matrix, read_examples
 from sitrep.models.labels import LABELS
+from sitrep.models.tfidf import META_FILE, MODEL_FILE, TfidfModel
 from sitrep.training.calibrate import fit_thresholds
 from sitrep.training.train import score_examples
-
-MODEL_FILE = "tfidf.joblib"
-META_FILE = "tfidf.json"
-
-
-@dataclass
-class TfidfModel:
-    """A trained baseline: `predict(texts)` gives per-label probabilities and labels at its thresholds."""
-
-    pipeline: Any
-    meta: dict[str, Any]
-
-    @property
-    def name(self) -> str:
-        return self.meta["name"]
-
-    @property
-    def version(self) -> str:
-        return self.meta["version"]
-
-    @property
-    def thresholds(self) -> list[float]:
-        return [self.meta["thresholds"][label] for label in LABELS]
-
-    def predict_proba(self, texts: list[str]) -> np.ndarray:
-        return np.asarray(self.pipeline.predict_proba(texts), dtype=np.float32)
-
-    def predict(self, texts: list[str]) -> tuple[np.ndarray, list[list[str]]]:
-        probs = self.predict_proba(texts)
-        return probs, labels_above(probs, self.thresholds)
 
 
 def build_pipeline(seed: int) -> Any:
@@ -102,17 +71,3 @@ def train_tfidf(
     joblib.dump(pipeline, out / MODEL_FILE)
     (out / META_FILE).write_text(json.dumps(meta, indent=2, ensure_ascii=False) + "\n")
     return TfidfModel(pipeline, meta)
-
-
-def load_tfidf(path: str | Path) -> TfidfModel:
-    import joblib
-
-    root = Path(path)
-    if not (root / META_FILE).exists():
-        raise FileNotFoundError(f"{root} is not a TF-IDF baseline (no {META_FILE}); build one with "
-                                "`sitrep train --arch tfidf`")
-    return TfidfModel(joblib.load(root / MODEL_FILE), json.loads((root / META_FILE).read_text()))
-
-
-def is_tfidf(path: str | Path) -> bool:
-    return (Path(path) / META_FILE).exists()

@@ -23,11 +23,12 @@ from tqdm.auto import tqdm
 
 from sitrep.models.base_encoder import resolve_base
 from sitrep.models.bundle import HF_DIR, Manifest, sha256_files, write_bundle_manifest
-from sitrep.models.calibration import calibrated_probs, labels_above
+from sitrep.models.calibration import calibrated_probs, decisions
 from sitrep.models.corpus import Example, label_matrix, read_examples
-from sitrep.models.encoding import TextEncoder, length_batches
-from sitrep.models.labels import LABELS, to_multi_hot
-from sitrep.models.scores import macro_f1, per_label_scores
+from sitrep.models.encoding import Encoded, TextEncoder
+from sitrep.models.labels import LABELS
+from sitrep.models.runtime import TorchBackend, batched_logits
+from sitrep.models.scores import macro_f1, split_summary
 from sitrep.training.calibrate import calibrate
 from sitrep.training.config import TrainConfig
 
@@ -64,22 +65,7 @@ def score_examples(
     probs: np.ndarray, examples: list[Example], thresholds: list[float]
 ) -> dict[str, Any]:
     """Macro/per-label/per-language F1 of calibrated probabilities at the given thresholds."""
-    y = label_matrix(examples)
-    pred = np.zeros_like(y)
-    for i, labels in enumerate(labels_above(probs, thresholds)):
-        pred[i] = to_multi_hot(labels)
-    score, averaged = macro_f1(y, pred)
-    out: dict[str, Any] = {
-        "n": len(examples),
-        "macro_f1": round(score, 4),
-        "labels_averaged": averaged,
-        "per_label_f1": {k: round(v.f1, 4) for k, v in per_label_scores(y, pred).items()},
-        "per_language_macro_f1": {},
-    }
-    for lang in sorted({e.lang for e in examples}):
-        idx = [i for i, e in enumerate(examples) if e.lang == lang]
-        out["per_language_macro_f1"][lang] = round(macro_f1(y[idx], pred[idx])[0], 4)
-    return out
+    return split_summary(label_matrix(examples), decisions(probs, thresholds), [e.lang for e in examples])
 
 
 class Trainer:
@@ -120,24 +106,13 @@ class Trainer:
             self.amp_dtype = torch.bfloat16 if (bf16 and cfg.mixed_precision != "fp16") else torch.float16
 
     # --- data ---------------------------------------------------------------------------------
-    def encode(self, examples: list[Example]) -> tuple[list[np.ndarray], np.ndarray]:
-        return self.encoder.encode([e.text for e in examples]).ids, label_matrix(examples).astype(np.float32)
+    def encode(self, examples: list[Example]) -> tuple[Encoded, np.ndarray]:
+        return self.encoder.encode([e.text for e in examples]), label_matrix(examples).astype(np.float32)
 
-    def predict_logits(self, ids: list[np.ndarray]) -> np.ndarray:
-        torch = self.torch
-        self.model.eval()
-        out = np.zeros((len(ids), len(LABELS)), dtype=np.float32)
-        lengths = np.asarray([len(x) for x in ids])
-        with torch.inference_mode():
-            for idx in length_batches(lengths, self.cfg.eval_batch_size):
-                input_ids, mask = self.encoder.pad([ids[i] for i in idx])
-                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                    logits = self.model(
-                        input_ids=torch.from_numpy(input_ids).to(self.device),
-                        attention_mask=torch.from_numpy(mask).to(self.device),
-                    ).logits
-                out[idx] = logits.float().cpu().numpy()
-        return out
+    def predict_logits(self, encoded: Encoded) -> np.ndarray:
+        """Dev/test logits through the runtime's batching, on the model being trained."""
+        backend = TorchBackend.wrap(self.model, self.device, self.amp_dtype)
+        return batched_logits(self.encoder, backend, encoded, self.cfg.eval_batch_size)
 
     # --- checkpoints --------------------------------------------------------------------------
     def trainable_state(self) -> dict[str, Any]:
@@ -159,7 +134,8 @@ class Trainer:
     # --- the loop -----------------------------------------------------------------------------
     def fit(self, train: list[Example], dev: list[Example], resume: bool, progress: bool) -> dict[str, Any]:
         torch, cfg = self.torch, self.cfg
-        train_ids, train_y = self.encode(train)
+        train_encoded, train_y = self.encode(train)
+        train_ids = train_encoded.ids
         dev_ids, dev_y = self.encode(dev)
         lengths = np.asarray([len(x) for x in train_ids])
         n_batches = math.ceil(len(train_ids) / cfg.batch_size)
@@ -238,7 +214,7 @@ class Trainer:
                 at_end = step >= total_steps
                 if step % eval_every == 0 or at_end or bi + 1 == len(batches):
                     dev_logits = self.predict_logits(dev_ids)
-                    dev_pred = (dev_logits >= 0.0).astype(np.int64)  # sigmoid >= 0.5
+                    dev_pred = decisions(dev_logits, [0.0] * len(LABELS))  # sigmoid >= 0.5
                     f1, _ = macro_f1(dev_y.astype(np.int64), dev_pred)
                     self.model.train()
                     record = {"step": step, "epoch": epoch, "loss": round(running, 5), "dev_macro_f1": round(f1, 4),

@@ -1,0 +1,270 @@
+"""`sitrep bench …`: every benchmark, each comparing its variants side by side in one run. No logic here."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from sitrep.console import fail
+from sitrep.models.runtime import RUNTIMES
+from sitrep.scoring.options import DEFAULT_CHUNK_ROWS, ScoreError
+
+
+def bench_http(
+    bundle: Path = typer.Argument(..., help="Model bundle directory."),
+    concurrency: str = typer.Option("1,8,32", help="Comma-separated client concurrency levels."),
+    sizes: str = typer.Option("1,32", help="Comma-separated sentences per request."),
+    seconds: float = typer.Option(8.0, help="Measured seconds per cell (after a warm-up)."),
+    runtime: str = typer.Option("onnx-int8", help="Runtime the server and the in-process baseline use."),
+    threads: int | None = typer.Option(
+        None, help="ONNX Runtime threads for both (default: all usable CPUs, in both)."
+    ),
+    max_batch_size: int = typer.Option(64, help="Server SITREP_MAX_BATCH_SIZE."),
+    max_batch_tokens: int = typer.Option(512, help="Server SITREP_MAX_BATCH_TOKENS."),
+    max_wait_ms: float = typer.Option(2.0, help="Server SITREP_MAX_WAIT_MS (batching on)."),
+    data: list[Path] = typer.Option([Path("data/test.jsonl")], help="JSONL file(s) with a `text` field."),
+    modes: str = typer.Option("on,off", help="Dynamic batching modes to compare: on, off or both."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write all measurements as JSON here."),
+    markdown: Path | None = typer.Option(None, help="Write the result tables as Markdown here."),
+) -> None:
+    """Load-test the HTTP service from this process against servers on loopback, batching on vs off.
+
+    For each mode a server subprocess is started on a free loopback port; every (request size,
+    concurrency) cell then runs for SECONDS with a pool of keep-alive connections. Reported per cell:
+    requests/s, sentences/s, p50/p95/p99 latency, errors, and the server's peak RSS in that cell;
+    then the ratio of batching on to off, and of HTTP to the in-process runtime
+    (`Classifier.classify` on the same sentences, measured first in this process).
+
+    Examples:
+
+      sitrep bench http artifacts/models/default
+
+      sitrep bench http artifacts/models/default --seconds 5 --concurrency 32 --sizes 1 --json bench.json
+    """
+    from sitrep.bench.http import BenchConfig, render_markdown, run_bench
+
+    def ints(text: str) -> list[int]:
+        try:
+            values = [int(x) for x in text.split(",") if x.strip()]
+        except ValueError as exc:
+            raise typer.BadParameter(f"expected comma-separated integers, got {text!r}") from exc
+        if not values or min(values) < 1:
+            raise typer.BadParameter(f"expected positive integers, got {text!r}")
+        return values
+
+    mode_list = [m.strip() for m in modes.split(",") if m.strip()]
+    if not mode_list or any(m not in ("on", "off") for m in mode_list):
+        raise typer.BadParameter("--modes takes 'on', 'off' or 'on,off'")
+    config = BenchConfig(
+        bundle=bundle,
+        concurrency=ints(concurrency),
+        sizes=ints(sizes),
+        seconds=seconds,
+        runtime=runtime,
+        threads=threads,
+        max_batch_size=max_batch_size,
+        max_batch_tokens=max_batch_tokens,
+        max_wait_ms=max_wait_ms,
+        data=data,
+        modes=mode_list,
+    )
+    try:
+        report = run_bench(config)
+    except (RuntimeError, FileNotFoundError, ValueError) as exc:
+        raise fail(f"{exc}") from exc
+    text = render_markdown(report)
+    typer.echo(text)
+    if json_out:
+        import json
+
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    if markdown:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(text + "\n", encoding="utf-8")
+
+
+
+def bench_score(
+    bundle: Path = typer.Argument(..., help="Model bundle folder."),
+    runtimes: str = typer.Option("onnx-int8,cuda,torch", help="Comma-separated runtimes to compare."),
+    batch_sizes: str = typer.Option("256,1024,4096", help="Comma-separated batch sizes."),
+    rows: int = typer.Option(20000, help="Sentences per variant (news-length, drawn from --data)."),
+    data: str = typer.Option("data/*.jsonl", help="Glob of JSONL files whose `text` fields are sampled."),
+    chunk_rows: int = typer.Option(DEFAULT_CHUNK_ROWS, help="Input rows per shard, as in `sitrep score`."),
+    tokenize_workers: int | None = typer.Option(None, help="Tokenizer threads in the pipeline."),
+    threads: int | None = typer.Option(None, help="ONNX Runtime / torch threads."),
+    device: str | None = typer.Option(None, help="torch runtime: cpu or cuda (default: cuda if any)."),
+    seed: int = typer.Option(0, help="Sampling seed."),
+    repeats: int = typer.Option(1, help="Rounds over all variants (interleaved); medians are reported."),
+    json_out: Path | None = typer.Option(None, "--json", help="Write the full report as JSON here."),
+    markdown: bool = typer.Option(False, "--markdown", help="Print the table as Markdown (for READMEs)."),
+) -> None:
+    """Rows/s of `sitrep score` per runtime and batch size, side by side.
+
+    End to end (read, tokenize, model, write) and model-only rates, with
+    tokenization timed apart. Runtimes that cannot run here (cuda without a
+    GPU) are listed as skipped, with the reason.
+
+    Examples:
+
+      sitrep bench score artifacts/models/default --runtimes onnx-int8 \\
+        --batch-sizes 64,256 --rows 2000
+
+      sitrep bench score artifacts/models/default --runtimes cuda,torch \\
+        --batch-sizes 256,1024,4096 --rows 200000 --json bench-score-h100.json
+    """
+    from rich.console import Console
+
+    from sitrep.bench.score import render_markdown, render_table, run_bench
+    from sitrep.models.bundle import BundleError
+
+    try:
+        rts = [x.strip() for x in runtimes.split(",") if x.strip()]
+        unknown = [r for r in rts if r not in RUNTIMES]
+        if unknown:
+            raise ScoreError(f"unknown runtime(s) {unknown}; choose from {', '.join(RUNTIMES)}")
+        sizes = [int(x) for x in batch_sizes.split(",") if x.strip()]
+        report = run_bench(bundle, rts, sizes, rows, data=data, chunk_rows=chunk_rows,
+                           tokenize_workers=tokenize_workers, threads=threads, device=device, seed=seed,
+                           repeats=repeats, log=lambda m: typer.echo(m, err=True))  # fmt: skip
+    except ValueError as exc:
+        raise fail(f"--batch-sizes must be integers ({exc})") from exc
+    except (ScoreError, BundleError) as exc:
+        raise fail(str(exc)) from exc
+    if markdown:
+        typer.echo(render_markdown(report))
+    else:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=max(console.width, 132))  # piped into a file: no wrapping
+        console.print(render_table(report))
+    if not report["machine"]["gpu"]:
+        typer.echo("no GPU on this machine: GPU runtimes were not measured")
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(report, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+        typer.echo(f"report written: {json_out}")
+
+
+
+def bench_models_command(
+    bundle: Path = typer.Argument(..., help="Model bundle directory (exported: onnx/*.onnx)."),
+    data: Path = typer.Option(Path("data/test.jsonl"), help="Labeled JSONL to draw the sentences from."),
+    sentences: int = typer.Option(
+        256, min=1, help="How many news-length sentences (same list for every variant)."
+    ),
+    batch_sizes: str = typer.Option("1,32", help="Comma-separated batch sizes."),
+    variants: str = typer.Option(
+        "pipeline,torch,onnx,onnx-int8,cuda",
+        help="Comma-separated: pipeline (transformers fp32), torch, onnx, onnx-int8, cuda (fp16, GPU only).",
+    ),
+    min_batches: int = typer.Option(
+        24, min=1, help="Time at least this many request batches per variant and batch size."
+    ),
+    rounds: int = typer.Option(
+        3, min=1, help="Interleave the variants in this many rounds (each gets one bulk pass per round)."
+    ),
+    threads: int | None = typer.Option(
+        None, help="Threads for every variant and the GEMM (default: all CPUs)."
+    ),
+    gemm_size: int = typer.Option(1024, min=16, help="M = N = K of the peak GEMM measurement."),
+    out: Path = typer.Option(
+        Path("artifacts/reports/bench-models"), "--out", "-o", help="Directory for bench.json and bench.md."
+    ),
+) -> None:
+    """Side by side on the same sentences: the transformers pipeline vs our runtimes, batch 1 and 32.
+
+    Variants: `pipeline` (transformers text-classification pipeline, fp32 — what a user would pick
+    instead), our runtime with `torch`, `onnx` (fp32), `onnx-int8`, and `cuda` (fp16, only with a GPU;
+    otherwise the JSON says why it was skipped). Each variant runs in its own subprocess (so peak
+    RSS is that variant's) and warms up; then the variants are timed interleaved, round by round in
+    a rotating order, so load from other processes falls on all of them alike. Request mode: the
+    sentences in consecutive batches, one call each — sentences/s and p50/p99 latency per batch
+    (tokenization included); bulk mode: the whole list in one call at that batch size (our runtime
+    sorts by length, the pipeline keeps input order) — sentences/s. Also: peak RSS, each one's
+    ratios to the pipeline, and macro-F1 on the sentences' gold labels (Δ to onnx fp32).
+
+    It also times a fp32 MatMul and int8 MatMulInteger (u8×s8, u8×u8) of size --gemm-size through
+    ONNX Runtime and reports which fraction of that peak the fp32 / int8 models reach (model FLOPs
+    per sentence from the config's shapes and the token counts), and whether onnx-int8 meets ≥ 4×
+    the pipeline's bulk sentences/s at batch 32 with macro-F1 at most 0.5 point below fp32.
+    Timings are wall-clock; the load average at the start and end is recorded.
+
+    Examples:
+
+      sitrep bench models artifacts/models/default
+
+      sitrep bench models artifacts/models/default --sentences 512 --variants pipeline,onnx,onnx-int8
+    """
+    from sitrep.bench.models import BenchError, BenchSpec, run_bench
+
+    try:
+        spec = BenchSpec(
+            bundle=bundle,
+            data=data,
+            sentences=sentences,
+            batch_sizes=[int(x) for x in batch_sizes.split(",") if x.strip()],
+            variants=[x.strip() for x in variants.split(",") if x.strip()],
+            min_batches=min_batches,
+            rounds=rounds,
+            threads=threads,
+            gemm_size=gemm_size,
+        )
+        result = run_bench(spec, out, log=typer.echo)
+    except ValueError as exc:
+        raise fail(str(exc)) from exc
+    except BenchError as exc:
+        raise fail(str(exc)) from exc
+    typer.echo(result["markdown"])
+    typer.echo(f"written: {result['paths']['json']}  {result['paths']['markdown']}")
+
+
+
+def bench_int8(
+    bundle: Path = typer.Argument(..., help="An exported model bundle (needs onnx/model.onnx)."),
+    data: Path | None = typer.Option(None, "--data", "-d", help="Labeled JSONL (default: the bundle's dev file)."),
+    thresholds: str = typer.Option("none,4", help="FFN outlier thresholds to try; 'none' = no split."),
+    weights: str = typer.Option("int8,uint8", help="Weight types: int8 (u8s8 kernels), uint8 (u8u8)."),
+    embeddings: bool = typer.Option(False, help="Quantize the embedding table too (per tensor; export keeps it fp32)."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the rows as JSON here."),
+    markdown_path: Path | None = typer.Option(None, "--markdown", help="Write the table as Markdown here."),
+) -> None:
+    """Compare int8 settings side by side on dev against ONNX fp32 (agreement, ΔF1, size, speed).
+
+    Nothing is written into the bundle: this is the table behind `sitrep export`'s int8 ladder.
+
+    Examples:
+
+      sitrep bench int8 artifacts/models/default
+
+      sitrep bench int8 artifacts/models/default --thresholds none,3,4,5,6 --weights int8 --markdown int8.md
+    """
+    from sitrep.bench.int8 import run_study, study_markdown, write_study
+    from sitrep.models.bundle import BundleError
+    from sitrep.models.corpus import CorpusError
+
+    try:
+        ts = [None if t.strip().lower() == "none" else float(t) for t in thresholds.split(",") if t.strip()]
+        ws = [w.strip() for w in weights.split(",") if w.strip()]
+    except ValueError as exc:
+        raise fail(f"--thresholds takes numbers or 'none' ({exc})") from exc
+    bad = [w for w in ws if w not in ("int8", "uint8")]
+    if bad or not ws or not ts:
+        raise fail(f"--weights takes int8 and/or uint8, --thresholds at least one value (got {bad})")
+    try:
+        report = run_study(bundle, data, ts, ws, embeddings, log=typer.echo)
+    except (BundleError, CorpusError, FileNotFoundError) as exc:
+        raise fail(f"{exc}") from exc
+    write_study(report, json_path, markdown_path)
+    typer.echo(study_markdown(report))
+
+
+
+def register(app: typer.Typer, bench: typer.Typer) -> None:
+    bench.command("http")(bench_http)
+    bench.command("score")(bench_score)
+    bench.command("models")(bench_models_command)
+    bench.command("int8")(bench_int8)
