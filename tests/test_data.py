@@ -91,3 +91,18 @@ def test_tfidf_baseline_trains_and_predicts(tmp_path: Path, tiny_data: dict, spl
     assert probs.shape == (1, 4) and isinstance(labels[0], list)
     assert set(model.meta["scores"]) == {"dev", split}
     assert 0.0 <= model.meta["scores"][split]["macro_f1"] <= 1.0
+
+
+def test_articles_point_into_their_text_and_keep_their_own_topics(tmp_path: Path) -> None:
+    d = _copy(tmp_path)
+    art_train = d / "articles" / "train.jsonl"
+    rows = [json.loads(x) for x in art_train.read_text(encoding="utf-8").splitlines()]
+    rows[0] = {**rows[0], "start": rows[0]["start"] + 1}
+    art_train.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    en = _first(d / "train.jsonl", "en")
+    _append(d / "train.jsonl", {**en, "id": "art-topic", "text": "A sentence that borrows an article topic here.",
+                                "topic": rows[5]["topic"]})
+    report = validate(d)
+    text = "\n".join(report.errors)
+    assert f"text is not article[{rows[0]['start']}:" in text
+    assert "the two corpora share no topic" in text

@@ -114,12 +114,14 @@ def export(
     typer.echo(f"sizes (MB): {report['sizes_mb']}")
 
 
-data_app = typer.Typer(help="The labeled corpus in data/: validate it.", no_args_is_help=True)
+data_app = typer.Typer(help="The labeled corpus in data/: validate it, import whole articles.", no_args_is_help=True)
 
 
 @data_app.command("validate")
 def data_validate(
-    data_dir: Path = typer.Argument(Path("data"), help="Folder with train/dev/test/zeroshot.jsonl and topics.json."),
+    data_dir: Path = typer.Argument(
+        Path("data"), help="Folder with train/dev/test/zeroshot/regional.jsonl, articles/ and topics.json."
+    ),
     markdown: bool = typer.Option(False, help="Print the counts table as Markdown (for data/README.md)."),
     show_warnings: bool = typer.Option(False, "--warnings", help="List every warning, not just their count."),
 ) -> None:
@@ -130,21 +132,22 @@ def data_validate(
     from rich.console import Console
     from rich.table import Table
 
-    from sitrep.models.labels import LABELS
-    from sitrep.training.validate_data import SPLITS, table_markdown, validate
+    from sitrep.training.validate_data import share_rows, table_markdown, table_rows, validate
 
     report = validate(data_dir)
     console = Console()
     if markdown:
         console.print(table_markdown(report), markup=False, soft_wrap=True)
     else:
-        table = Table(title=f"{data_dir}: sentences and label shares per language")
-        for col in ["lang", "n", *SPLITS, "background", *LABELS, "multi/labeled", "topics"]:
-            table.add_column(col, justify="right")
-        for e in report.table:
-            table.add_row(e["lang"], str(e["n"]), *(str(e[s]) for s in SPLITS), f"{e['background']:.0%}",
-                          *(f"{e[k]:.0%}" for k in LABELS), f"{e['multi_of_labeled']:.0%}", str(e["topics"]))
-        console.print(table)
+        for title, (head, rows) in ((f"{data_dir}: sentences per split", table_rows(report)),
+                                    (f"{data_dir}: label shares", share_rows(report))):
+            table = Table(title=title)
+            for col in head:
+                table.add_column(col.replace("official_confirmation", "official_conf.").replace("articles/", "art/"),
+                                 justify="right")
+            for row in rows:
+                table.add_row(*row)
+            console.print(table)
     for w in report.warnings if show_warnings else []:
         console.print(f"[yellow]warning[/]: {w}", soft_wrap=True)
     for e in report.errors:
