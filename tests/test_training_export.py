@@ -178,6 +178,33 @@ def test_train_langs_filters_training_and_dev(tiny_base: Path, tiny_data: dict, 
     assert load_bundle(out).manifest.training["train_langs"] == ["en"]
 
 
+def test_mean_pooling_with_several_files_and_article_calibration(tiny_base: Path, tiny_data: dict,
+                                                                 tmp_path: Path) -> None:
+    """pooling = "mean", two training files, calibration on its own file: trains, exports, and every
+    runtime reads the pooling from the bundle (ONNX parity holds)."""
+    from sitrep.models.runtime import load
+    from sitrep.training.export import export
+    from sitrep.training.train import train
+
+    calib = tmp_path / "calib.jsonl"
+    calib.write_text("".join(tiny_data["dev"].read_text(encoding="utf-8").splitlines(keepends=True)[:40]),
+                     encoding="utf-8")
+    cfg = tiny_config(tiny_base, tiny_data, pooling="mean", max_steps=6,
+                      train_file=[str(tiny_data["train"]), str(tiny_data["test"])],
+                      calibration_file=str(calib))
+    out = train(cfg, tmp_path / "mean", progress=False)
+    manifest = load_bundle(out).manifest
+    assert manifest.training["pooling"] == "mean" and manifest.training["n_calibration"] == 40
+    assert manifest.training["n_train"] > 240 and {"calibration", "dev"} <= set(manifest.scores)
+    assert json.loads((out / "hf" / "config.json").read_text())["sitrep_pooling"] == "mean"
+    report = export(out, data=str(tiny_data["dev"]), log=lambda *_: None)
+    assert report["runtimes"]["onnx"]["passed"]
+    texts = ["The group said it struck the base.", "Two soldiers were wounded, the ministry said."]
+    torch_probs = load(out, "torch", device="cpu").classify(texts).probs
+    onnx_probs = load(out, "onnx").classify(texts).probs
+    assert abs(torch_probs - onnx_probs).max() < 1e-3
+
+
 def test_cli_help_lists_the_subcommands() -> None:
     out = subprocess.run([sys.executable, "-m", "sitrep.cli", "--help"], capture_output=True, text=True,
                          check=True, env={"COLUMNS": "200", "PATH": ""}).stdout

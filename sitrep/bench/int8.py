@@ -21,7 +21,7 @@ from typing import Any
 
 from sitrep.bench.common import machine, write_report
 from sitrep.models.bundle import ONNX_FILES, load_bundle
-from sitrep.models.corpus import label_matrix, read_examples
+from sitrep.models.corpus import label_matrix, read_many
 from sitrep.models.cpu import cpu_name, has_vnni
 from sitrep.training.export import OutlierSplits, QuantRecipe, compare, optimize_graph, probs_with, quantize
 
@@ -55,7 +55,7 @@ def run_study(
         raise FileNotFoundError(f"{bundle.path}: no {ONNX_FILES['onnx']}; run `sitrep export {bundle.path}` first")
     fp32 = bundle.onnx_file("onnx")
     data = data or bundle.manifest.training.get("config", {}).get("dev_file", "data/dev.jsonl")
-    examples = read_examples(data)
+    examples = read_many(data)
     texts = [e.text for e in examples]
     y = label_matrix(examples)
     rows: list[StudyRow] = []

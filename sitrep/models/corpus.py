@@ -51,6 +51,12 @@ def read_examples(path: str | Path, langs: list[str] | None = None) -> list[Exam
     return out
 
 
+def read_many(paths: str | Path | list[str] | list[Path], langs: list[str] | None = None) -> list[Example]:
+    """The examples of one labeled file or several, in order (a config may name either)."""
+    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    return [e for p in items for e in read_examples(p, langs)]
+
+
 def label_matrix(examples: list[Example]) -> np.ndarray:
     """[n, len(LABELS)] 0/1 int array."""
     return multi_hot_matrix(e.labels for e in examples)

@@ -101,12 +101,13 @@ class OnnxBackend:
 class TorchBackend:
     def __init__(self, hf_dir: Path, threads: int | None, device: str | None) -> None:
         import torch
-        from transformers import AutoModelForSequenceClassification
+
+        from sitrep.models.torch_model import load_classifier
 
         if threads:
             torch.set_num_threads(threads)
         device_ = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self._init(AutoModelForSequenceClassification.from_pretrained(hf_dir).to(device_).eval(), device_)
+        self._init(load_classifier(hf_dir).to(device_).eval(), device_)
 
     def _init(self, model: Any, device: Any, amp_dtype: Any = None) -> None:
         import torch

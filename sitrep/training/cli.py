@@ -15,8 +15,12 @@ def train(
     arch: str = typer.Option("transformer", help="'transformer' (fine-tune) or 'tfidf' (char n-gram baseline)."),
     base_model: str | None = typer.Option(None, help="Bundled alias, local folder or hub name (e.g. xlm-roberta-base)."),
     train_langs: str | None = typer.Option(None, help="Comma-separated languages to train on, e.g. 'en'."),
-    train_file: str | None = typer.Option(None, help="Training JSONL (default data/train.jsonl)."),
-    dev_file: str | None = typer.Option(None, help="Dev JSONL for early stopping and calibration."),
+    train_file: str | None = typer.Option(None, help="Training JSONL; comma-separate several (default data/train.jsonl)."),
+    dev_file: str | None = typer.Option(None, help="Dev JSONL for early stopping (comma-separate several)."),
+    calibration_file: str | None = typer.Option(
+        None, help="JSONL for calibration and thresholds (default: the dev files), e.g. data/articles/dev.jsonl."
+    ),
+    pooling: str | None = typer.Option(None, help="'cls' (the library's head) or 'mean' (mean over tokens)."),
     name: str | None = typer.Option(None, help="Model name recorded in the manifest."),
     version: str | None = typer.Option(None, help="Model version (default: a UTC timestamp)."),
     seed: int | None = typer.Option(None),
@@ -43,30 +47,41 @@ def train(
       sitrep train --train-langs en -o artifacts/models/en-only      # zero-shot transfer
 
       sitrep train --arch tfidf -o artifacts/models/tfidf            # the baseline to beat
+
+      sitrep train --arch tfidf -c sitrep/training/configs/default.toml -o artifacts/models/tfidf-default
+                                                       # the baseline on the same data as a recipe
     """
-    langs = [x.strip() for x in train_langs.split(",")] if train_langs else None
-    if arch == "tfidf":
-        from sitrep.training.tfidf import train_tfidf
-
-        model = train_tfidf(out=out, train_file=train_file or "data/train.jsonl",
-                            dev_file=dev_file or "data/dev.jsonl", train_langs=langs, seed=seed or 13)
-        _print_scores(model.meta["scores"])
-        typer.echo(f"baseline written: {out}")
-        return
-    if arch != "transformer":
-        raise typer.BadParameter("--arch must be 'transformer' or 'tfidf'")
     from sitrep.training.config import TrainConfig
-    from sitrep.training.train import TrainingError
-    from sitrep.training.train import train as run_train
 
+    def files(value: str | None) -> list[str] | None:
+        return [x.strip() for x in value.split(",") if x.strip()] if value else None
+
+    langs = files(train_langs)
     overrides = dict(
-        base_model=base_model, train_langs=langs, train_file=train_file, dev_file=dev_file, name=name,
+        base_model=base_model, train_langs=langs, train_file=files(train_file), dev_file=files(dev_file),
+        calibration_file=files(calibration_file), pooling=pooling, name=name,
         version=version, seed=seed, max_length=max_length, epochs=epochs, max_steps=max_steps, lr=lr,
         warmup_ratio=warmup_ratio, batch_size=batch_size, grad_accum=grad_accum, patience=patience,
         threads=threads, device=device,
     )
+    if arch not in ("transformer", "tfidf"):
+        raise fail("--arch must be 'transformer' or 'tfidf'")
     try:
         cfg = TrainConfig.load(config, overrides)
+    except (ValueError, FileNotFoundError) as exc:
+        raise fail(f"{exc}") from exc
+    if arch == "tfidf":
+        from sitrep.training.tfidf import train_tfidf
+
+        model = train_tfidf(out=out, train_file=cfg.train_files, dev_file=cfg.calibration_files,
+                            eval_files=cfg.eval_files, train_langs=cfg.train_langs, seed=cfg.seed)
+        _print_scores(model.meta["scores"])
+        typer.echo(f"baseline written: {out}")
+        return
+    from sitrep.training.train import TrainingError
+    from sitrep.training.train import train as run_train
+
+    try:
         path = run_train(cfg, out, resume=resume, force=force, progress=not quiet)
     except (TrainingError, ValueError, FileNotFoundError) as exc:
         raise fail(f"{exc}") from exc
@@ -155,6 +170,37 @@ def data_validate(
     console.print(f"{len(report.errors)} errors, {len(report.warnings)} warnings")
     if not report.ok:
         raise typer.Exit(1)
+
+
+@data_app.command("import-articles")
+def data_import_articles(
+    sources: list[Path] = typer.Argument(..., help="Writers' article files (JSONL, one article a line)."),
+    data_dir: Path = typer.Option(Path("data"), help="The corpus folder (topics.json, articles/)."),
+) -> None:
+    """Build data/articles/ (texts.jsonl + one sentence a line per split, with offsets) from writers' files.
+
+    A writer's line: {"article_id", "lang", "topic", "paragraphs": [[{"text", "labels"}, ...], ...]}; the
+    split comes from the topic in topics.json. Replaces what data/articles/ holds; run
+    `sitrep data validate` afterwards. Format: sitrep/training/articles.py.
+
+    Example:
+
+      sitrep data import-articles writers/*/articles.jsonl
+    """
+    import json
+
+    from sitrep.models.files import JsonlError
+    from sitrep.training.articles import ArticleError, import_articles
+
+    missing = [str(p) for p in sources if not p.is_file()]
+    if missing:
+        raise fail(f"no such file: {', '.join(missing)}")
+    try:
+        topics = json.loads((data_dir / "topics.json").read_text(encoding="utf-8"))["topics"]
+        counts = import_articles(sources, data_dir, topics)
+    except (OSError, KeyError, json.JSONDecodeError, ArticleError, JsonlError, ValueError) as exc:
+        raise fail(exc) from exc
+    typer.echo(f"{data_dir / 'articles'}: " + ", ".join(f"{k} {v:,} sentences" for k, v in counts.items()))
 
 
 def crosslingual_command(

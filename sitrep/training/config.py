@@ -11,8 +11,9 @@ from typing import Any
 @dataclass
 class TrainConfig:
     base_model: str = "multilingual-e5-small"  # bundled alias, a local folder, or a hub name
-    train_file: str = "data/train.jsonl"
-    dev_file: str = "data/dev.jsonl"
+    train_file: str | list[str] = "data/train.jsonl"  # one file or several (their sentences are pooled)
+    dev_file: str | list[str] = "data/dev.jsonl"  # early stopping
+    calibration_file: str | list[str] | None = None  # Platt calibration + thresholds; default: dev_file
     eval_files: dict[str, str] = field(
         default_factory=lambda: {"test": "data/test.jsonl", "zeroshot": "data/zeroshot.jsonl"}
     )
@@ -31,6 +32,7 @@ class TrainConfig:
     grad_accum: int = 1
     eval_batch_size: int = 64
     freeze_embeddings: bool = True  # keeps the multilingual word embeddings intact (zero-shot transfer)
+    pooling: str = "cls"  # "cls": the library's head on the first token; "mean": mean over tokens
     patience: int = 2  # epochs without a dev macro-F1 gain before stopping early
     eval_every_steps: int | None = None  # default: once per epoch
     threads: int | None = None
@@ -52,3 +54,22 @@ class TrainConfig:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    @staticmethod
+    def files(value: str | list[str] | None) -> list[str]:
+        """A file option as a list (a config may give one path or several)."""
+        if value is None:
+            return []
+        return [value] if isinstance(value, str) else list(value)
+
+    @property
+    def train_files(self) -> list[str]:
+        return self.files(self.train_file)
+
+    @property
+    def dev_files(self) -> list[str]:
+        return self.files(self.dev_file)
+
+    @property
+    def calibration_files(self) -> list[str]:
+        return self.files(self.calibration_file) or self.dev_files

@@ -19,7 +19,7 @@ from typing import Any
 from sitrep.eval.predictors import BundlePredictor, PredictorError
 from sitrep.eval.report import EvalError, load_examples, score
 from sitrep.models.bundle import MANIFEST, ONNX_FILES, BundleError, load_bundle
-from sitrep.models.corpus import read_examples
+from sitrep.models.corpus import read_many
 from sitrep.models.files import write_json_atomic
 from sitrep.training.config import TrainConfig
 
@@ -104,13 +104,13 @@ def run_crosslingual(
     threads = overrides.get("threads")
     base_cfg = _config(config, overrides)
     try:
-        all_langs = sorted({e.lang for e in read_examples(base_cfg.train_file)})
+        all_langs = sorted({e.lang for e in read_many(base_cfg.train_files)})
         splits = {name: load_examples(path) for name, path in eval_files.items()}
     except (OSError, ValueError, EvalError) as exc:
         raise CrosslingualError(str(exc)) from exc
     if source_lang not in all_langs:
         raise CrosslingualError(
-            f"{base_cfg.train_file} has no '{source_lang}' sentences (languages: {all_langs})"
+            f"{base_cfg.train_files} have no '{source_lang}' sentences (languages: {all_langs})"
         )
     plans = {"en-only": [source_lang], "all": all_langs}
     models: dict[str, Any] = {}

@@ -20,7 +20,7 @@ import numpy as np
 
 from sitrep.models.bundle import ONNX_FILES, Bundle, load_bundle, write_bundle_manifest
 from sitrep.models.calibration import decisions
-from sitrep.models.corpus import label_matrix, read_examples
+from sitrep.models.corpus import label_matrix, read_many
 from sitrep.models.cpu import cpu_name, has_vnni
 from sitrep.models.encoding import TextEncoder
 from sitrep.models.runtime import RuntimeUnavailable, load
@@ -97,11 +97,12 @@ class Parity:
 
 def _export_fp32(bundle: Bundle, path: Path) -> None:
     import torch
-    from transformers import AutoModelForSequenceClassification
+
+    from sitrep.models.torch_model import load_classifier
 
     # Eager attention exports the classic BERT attention pattern, which ONNX Runtime's transformer
     # optimizer fuses into one Attention op (the SDPA export is left unfused).
-    model = AutoModelForSequenceClassification.from_pretrained(bundle.hf_dir, attn_implementation="eager").eval()
+    model = load_classifier(bundle.hf_dir, attn_implementation="eager").eval()
 
     class Logits(torch.nn.Module):
         def __init__(self) -> None:
@@ -208,9 +209,10 @@ def rank_sensitivity(
 
 
 def calibration_texts(bundle: Bundle, fallback: list[str], n: int = 256) -> list[str]:
-    """`n` sentences spread over the bundle's training file (the parity texts if it is not there)."""
-    train_file = Path(bundle.manifest.training.get("config", {}).get("train_file", ""))
-    pool = [e.text for e in read_examples(train_file)] if train_file.is_file() else fallback
+    """`n` sentences spread over the bundle's training files (the parity texts if they are not there)."""
+    train = bundle.manifest.training.get("config", {}).get("train_file", [])
+    files = [f for f in ([train] if isinstance(train, str) else train) if Path(f).is_file()]
+    pool = [e.text for e in read_many(files)] if files else fallback
     return pool[:: max(1, len(pool) // n)][:n]
 
 
@@ -265,7 +267,7 @@ def export(
     gates = gates or Gates()
     bundle = load_bundle(bundle_path)
     data = data or bundle.manifest.training.get("config", {}).get("dev_file", "data/dev.jsonl")
-    examples = read_examples(data)[:limit] if limit else read_examples(data)
+    examples = read_many(data)[:limit] if limit else read_many(data)
     texts = [e.text for e in examples]
     y = label_matrix(examples)
     thresholds = bundle.thresholds

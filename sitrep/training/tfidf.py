@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from sitrep.models.corpus import label_matrix, read_examples
+from sitrep.models.corpus import label_matrix, read_examples, read_many
 from sitrep.models.labels import LABELS
 from sitrep.models.tfidf import META_FILE, MODEL_FILE, TfidfModel
 from sitrep.training.calibrate import fit_thresholds
@@ -35,8 +35,8 @@ def build_pipeline(seed: int) -> Any:
 
 def train_tfidf(
     out: Path,
-    train_file: str = "data/train.jsonl",
-    dev_file: str = "data/dev.jsonl",
+    train_file: str | list[str] = "data/train.jsonl",
+    dev_file: str | list[str] = "data/dev.jsonl",
     eval_files: dict[str, str] | None = None,
     train_langs: list[str] | None = None,
     seed: int = 13,
@@ -44,8 +44,8 @@ def train_tfidf(
     import joblib
 
     eval_files = eval_files if eval_files is not None else {"test": "data/test.jsonl", "zeroshot": "data/zeroshot.jsonl"}
-    train = read_examples(train_file, train_langs)
-    dev = read_examples(dev_file, train_langs)
+    train = read_many(train_file, train_langs)
+    dev = read_many(dev_file, train_langs)  # thresholds are tuned here
     pipeline = build_pipeline(seed)
     pipeline.fit([e.text for e in train], label_matrix(train))
     dev_probs = np.asarray(pipeline.predict_proba([e.text for e in dev]), dtype=np.float32)

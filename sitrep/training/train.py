@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from sitrep.models.base_encoder import resolve_base
 from sitrep.models.bundle import HF_DIR, Manifest, sha256_files, write_bundle_manifest
 from sitrep.models.calibration import calibrated_probs, decisions
-from sitrep.models.corpus import Example, label_matrix, read_examples
+from sitrep.models.corpus import Example, label_matrix, read_examples, read_many
 from sitrep.models.encoding import Encoded, TextEncoder
 from sitrep.models.labels import LABELS
 from sitrep.models.runtime import TorchBackend, batched_logits
@@ -71,8 +71,10 @@ def score_examples(
 class Trainer:
     def __init__(self, cfg: TrainConfig, out: Path) -> None:
         import torch
-        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        from transformers import AutoTokenizer
         from transformers.utils import logging as hf_logging
+
+        from sitrep.models.torch_model import load_classifier
 
         hf_logging.set_verbosity_error()
         self.torch = torch
@@ -88,8 +90,9 @@ class Trainer:
         if not (hf_out / "tokenizer.json").exists():
             raise TrainingError(f"{self.base} has no fast tokenizer (tokenizer.json); sitrep needs one")
         self.encoder = TextEncoder(hf_out / "tokenizer.json", cfg.max_length)
-        self.model = AutoModelForSequenceClassification.from_pretrained(
+        self.model = load_classifier(
             self.base,
+            pooling=cfg.pooling,
             num_labels=len(LABELS),
             problem_type="multi_label_classification",
             id2label=dict(enumerate(LABELS)),
@@ -264,21 +267,28 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, force: bool = False
         raise TrainingError(f"--resume: {out / CHECKPOINT_DIR / 'state.pt'} does not exist")
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    train_ex = read_examples(cfg.train_file, cfg.train_langs)
-    dev_ex = read_examples(cfg.dev_file, cfg.train_langs)
+    train_ex = read_many(cfg.train_files, cfg.train_langs)
+    dev_ex = read_many(cfg.dev_files, cfg.train_langs)
+    calib_ex = dev_ex if cfg.calibration_files == cfg.dev_files else read_many(cfg.calibration_files, cfg.train_langs)
     if not train_ex:
-        raise TrainingError(f"no training examples in {cfg.train_file} for languages {cfg.train_langs}")
-    if not dev_ex:
-        raise TrainingError(f"no dev examples in {cfg.dev_file} for languages {cfg.train_langs}")
+        raise TrainingError(f"no training examples in {cfg.train_files} for languages {cfg.train_langs}")
+    if not dev_ex or not calib_ex:
+        raise TrainingError(f"no dev or calibration examples in {cfg.dev_files + cfg.calibration_files} for "
+                            f"languages {cfg.train_langs}")
     _seed_everything(cfg.seed)
     trainer = Trainer(cfg, out)
     result = trainer.fit(train_ex, dev_ex, resume=resume, progress=progress)
 
-    dev_ids, dev_y = trainer.encode(dev_ex)
-    dev_logits = trainer.predict_logits(dev_ids)
-    calibration, thresholds = calibrate(dev_logits, dev_y.astype(np.int64))
+    calib_ids, calib_y = trainer.encode(calib_ex)
+    calib_logits = trainer.predict_logits(calib_ids)
+    calibration, thresholds = calibrate(calib_logits, calib_y.astype(np.int64))
     cut = [thresholds[k] for k in LABELS]
-    scores = {"dev": score_examples(calibrated_probs(dev_logits, calibration), dev_ex, cut)}
+    scores = {"calibration": score_examples(calibrated_probs(calib_logits, calibration), calib_ex, cut)}
+    if calib_ex is not dev_ex:
+        dev_ids, _ = trainer.encode(dev_ex)
+        scores["dev"] = score_examples(calibrated_probs(trainer.predict_logits(dev_ids), calibration), dev_ex, cut)
+    else:
+        scores["dev"] = scores.pop("calibration")
     for split, path in cfg.eval_files.items():
         if Path(path).exists():
             ex = read_examples(path)
@@ -301,10 +311,13 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, force: bool = False
         calibration=calibration,
         training={
             "config": cfg.to_json(),
-            "data_hash": sha256_files([Path(cfg.train_file), Path(cfg.dev_file)]),
+            "data_hash": sha256_files([Path(f) for f in dict.fromkeys(
+                cfg.train_files + cfg.dev_files + cfg.calibration_files)]),
             "train_langs": sorted({e.lang for e in train_ex}),
             "n_train": len(train_ex),
             "n_dev": len(dev_ex),
+            "n_calibration": len(calib_ex),
+            "pooling": cfg.pooling,
             "steps": result["steps"],
             "best": result["best"],
             "device": str(trainer.device),
