@@ -244,3 +244,21 @@ def test_tfidf_baseline_plugs_in(tiny_bundle: Path, tiny_data: dict[str, Path], 
         report["macro_f1"] - report["baseline"]["macro_f1"], abs=1e-4
     )
     assert len(report["comparison"]) == 3 + 5 * len(LABELS) + 2 * len(report["per_language"])
+
+
+def test_bootstrap_interval_brackets_the_score_and_narrows_with_more_sentences() -> None:
+    from sitrep.eval.metrics import bootstrap_macro_f1
+    from sitrep.models.scores import macro_f1
+
+    rng = np.random.default_rng(3)
+    widths = []
+    for n in (40, 800):
+        y = (rng.random((n, 4)) < 0.3).astype(np.int64)
+        pred = y.copy()
+        pred[rng.random((n, 4)) < 0.15] ^= 1
+        ci = bootstrap_macro_f1(y, pred)
+        assert ci is not None and ci["low"] <= macro_f1(y, pred)[0] <= ci["high"]
+        assert bootstrap_macro_f1(y, pred) == ci  # seeded: the same interval every run
+        widths.append(ci["high"] - ci["low"])
+    assert widths[1] < widths[0] / 2
+    assert bootstrap_macro_f1(np.zeros((0, 4)), np.zeros((0, 4))) is None

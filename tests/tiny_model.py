@@ -32,7 +32,7 @@ WORDS = (
 
 def corpus_texts(data_dir: Path) -> list[str]:
     texts: list[str] = []
-    for name in ("train.jsonl", "dev.jsonl", "test.jsonl", "zeroshot.jsonl"):
+    for name in ("train.jsonl", "dev.jsonl", "test.jsonl"):
         p = data_dir / name
         if p.exists():
             texts.extend(e.text for e in read_examples(p))

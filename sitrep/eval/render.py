@@ -39,6 +39,11 @@ def f4(v: float | None) -> str:
     return "—" if v is None else f"{v:.4f}"
 
 
+def interval(ci: dict[str, Any] | None) -> str:
+    """A bootstrap interval as "0.812–0.901" ("—" where there is none)."""
+    return "—" if not ci else f"{ci['low']:.3f}–{ci['high']:.3f}"
+
+
 def signed(v: float | None) -> str:
     return "—" if v is None else f"{v:+.4f}"
 
@@ -70,6 +75,10 @@ def headline_table(report: dict[str, Any]) -> Table:
                 signed(v - b) if is_float and v is not None and b is not None else "",
             ]
         rows.append(cells)
+    ci = report.get("macro_f1_ci")
+    if ci:
+        rows.insert(2, [f"macro-F1, {ci['level']:.0%} bootstrap interval", interval(ci)]
+                    + ([interval(base.get("macro_f1_ci")), ""] if base else []))
     rows.append(["truncated sentences", str(report["truncated"]["n"])] + (["", ""] if base else []))
     return header, rows
 
@@ -101,7 +110,8 @@ def per_label_table(report: dict[str, Any]) -> Table:
 
 def per_language_table(report: dict[str, Any]) -> Table:
     base = report.get("baseline")
-    header = ["lang", "n", "macro-F1", "micro-F1", *(f"F1 {x}" for x in LABELS), "ECE", "left out of macro"]
+    header = ["lang", "n", "macro-F1", "95% interval", "micro-F1", *(f"F1 {x}" for x in LABELS), "ECE",
+              "left out of macro"]
     if base:
         header += ["baseline macro-F1", "Δ macro-F1"]
     rows = []
@@ -110,6 +120,7 @@ def per_language_table(report: dict[str, Any]) -> Table:
             lang,
             str(s["n"]),
             f4(s["macro_f1"]),
+            interval(s.get("macro_f1_ci")),
             f4(s["micro_f1"]),
             *(f4(s["per_label"][x]["f1"]) for x in LABELS),
             f4(s["ece"]),
@@ -126,7 +137,7 @@ def per_language_table(report: dict[str, Any]) -> Table:
 def console_tables(report: dict[str, Any]) -> list[Table]:
     """What `sitrep eval` prints: the headline and a narrow per-language table."""
     header, rows = per_language_table(report)
-    keep = [header.index(h) for h in ("lang", "n", "macro-F1", "micro-F1", "ECE", "left out of macro")]
+    keep = [header.index(h) for h in ("lang", "n", "macro-F1", "95% interval", "micro-F1", "ECE", "left out of macro")]
     keep += [header.index("Δ macro-F1")] if report.get("baseline") else []
     return [headline_table(report), ([header[i] for i in keep], [[r[i] for i in keep] for r in rows])]
 

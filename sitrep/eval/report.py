@@ -4,9 +4,10 @@ report.json is the contract (``SCHEMA_VERSION``); report.md and report.html are 
 alone (sitrep/eval/render.py), so a report can be re-rendered or diffed without the model. Top-level keys:
 
     schema_version, created, data{path,sha256,n,languages}, model{name,version,kind}, runtime,
-    thresholds{label}, n, macro_f1, micro_f1, labels_averaged, labels_excluded,
+    thresholds{label}, n, macro_f1, macro_f1_ci{level,low,high,samples}, micro_f1, labels_averaged,
+    labels_excluded,
     per_label{label}{precision,recall,f1,support,predicted,average_precision,ece},
-    per_language{lang}{n,macro_f1,micro_f1,labels_averaged,labels_excluded,ece,per_label},
+    per_language{lang}{n,macro_f1,macro_f1_ci,micro_f1,labels_averaged,labels_excluded,ece,per_label},
     ece, calibration{n_bins,binning,ece,per_label,bins}, pr_curves{label}, cooccurrence,
     errors{label}{false_positives,false_negatives}, truncated{n,ids}, notes[], timing_s,
     baseline (the same metric keys for the baseline, or null), deltas (model minus baseline, or
@@ -24,7 +25,14 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from sitrep.eval.metrics import calibration, cooccurrence, expected_calibration_error, pr_curves, worst_errors
+from sitrep.eval.metrics import (
+    bootstrap_macro_f1,
+    calibration,
+    cooccurrence,
+    expected_calibration_error,
+    pr_curves,
+    worst_errors,
+)
 from sitrep.eval.predictors import Predictions, Predictor
 from sitrep.models.bundle import sha256_file
 from sitrep.models.corpus import Example, label_matrix, read_examples
@@ -78,9 +86,11 @@ def score(
     for lang, idx in language_slices([e.lang for e in examples]).items():
         per_language[lang] = slice_scores(y[idx], pred[idx])
         per_language[lang]["ece"] = expected_calibration_error(probs[idx], y[idx])
+        per_language[lang]["macro_f1_ci"] = bootstrap_macro_f1(y[idx], pred[idx])
     out: dict[str, Any] = {
         "thresholds": {k: round(float(v), 4) for k, v in thresholds.items()},
         **{k: overall[k] for k in ("n", "macro_f1", "micro_f1", "labels_averaged", "labels_excluded")},
+        "macro_f1_ci": bootstrap_macro_f1(y, pred),
         "per_label": overall["per_label"],
         "per_language": per_language,
         "ece": calib["ece"],

@@ -65,6 +65,16 @@ def best_f1_threshold(probs: np.ndarray, y: np.ndarray, lo: float = 0.05, hi: fl
     return best_t
 
 
+def tuned_macro_f1(probs: np.ndarray, y: np.ndarray) -> float:
+    """Macro-F1 with each label at its own F1-maximising threshold (`best_f1_threshold`): what a model
+    scores once thresholds are fitted, so early stopping does not wait for rare labels to cross 0.5."""
+    pred = np.zeros_like(y)
+    for j in range(y.shape[1]):
+        pred[:, j] = probs[:, j] >= best_f1_threshold(probs[:, j], y[:, j])
+    score, _ = macro_f1(y, pred)
+    return 0.0 if np.isnan(score) else score
+
+
 def rounded(x: float | None, nd: int = 4) -> float | None:
     """JSON-ready: rounded, and None (never NaN) where undefined."""
     return None if x is None or not np.isfinite(x) else round(float(x), nd)
