@@ -4,9 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 EXTRAS := serve,train,base,eval,batch,dev
 MODEL := artifacts/models/default
+CONFIG := sitrep/training/configs/default.toml
+TFIDF := artifacts/models/tfidf
+# The held-out sets `make report` scores: name=file
+REPORT_SETS := articles=data/articles/test.jsonl test=data/test.jsonl zeroshot=data/zeroshot.jsonl regional=data/regional.jsonl
 PORT ?= 8000
 
-.PHONY: install test lint run model base report bench clean
+.PHONY: install test lint run model base report tfidf bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -33,9 +37,9 @@ base: install
 $(MODEL)/manifest.json: | $(VENV)/.installed
 	$(BIN)/sitrep base build
 	if [ -f $(MODEL)/checkpoint/state.pt ]; then \
-	  $(BIN)/sitrep train --config sitrep/training/configs/default.toml --out $(MODEL) --resume; \
+	  $(BIN)/sitrep train --config $(CONFIG) --out $(MODEL) --resume; \
 	else \
-	  $(BIN)/sitrep train --config sitrep/training/configs/default.toml --out $(MODEL); \
+	  $(BIN)/sitrep train --config $(CONFIG) --out $(MODEL); \
 	fi
 
 $(MODEL)/onnx/model.int8.onnx: | $(MODEL)/manifest.json
@@ -46,9 +50,18 @@ model: $(MODEL)/onnx/model.int8.onnx
 run: install model
 	$(BIN)/sitrep serve $(MODEL) --port $(PORT)
 
-report: install model
-	$(BIN)/sitrep eval $(MODEL) --data data/test.jsonl --report artifacts/reports/test
-	$(BIN)/sitrep eval $(MODEL) --data data/zeroshot.jsonl --report artifacts/reports/zeroshot
+# The TF-IDF baseline on the default recipe's data (thresholds where the recipe fits its own).
+$(TFIDF)/tfidf.json: $(CONFIG) | $(VENV)/.installed
+	$(BIN)/sitrep train --arch tfidf --config $(CONFIG) --out $(TFIDF)
+
+tfidf: $(TFIDF)/tfidf.json
+
+# One eval report per held-out set, each against the TF-IDF baseline, then the side-by-side table.
+report: install model $(TFIDF)/tfidf.json
+	for pair in $(REPORT_SETS); do \
+	  $(BIN)/sitrep eval $(MODEL) --data $${pair#*=} --report artifacts/reports/$${pair%%=*} --baseline $(TFIDF) || exit $$?; \
+	done
+	$(BIN)/sitrep eval-compare default=$(MODEL) tfidf=$(TFIDF) $(addprefix -d ,$(REPORT_SETS)) -o artifacts/reports/compare
 
 clean:
-	rm -rf artifacts/models artifacts/reports artifacts/crosslingual
+	rm -rf artifacts/models artifacts/reports artifacts/crosslingual artifacts/recipes

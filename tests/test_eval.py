@@ -25,7 +25,7 @@ from sitrep.models.scores import macro_f1, slice_scores
 
 runner = CliRunner()
 TOP_KEYS = {
-    "schema_version", "created", "data", "model", "runtime", "thresholds", "n", "macro_f1", "micro_f1",
+    "schema_version", "created", "data", "model", "runtime", "thresholds", "n", "macro_f1", "macro_f1_ci", "micro_f1",
     "labels_averaged", "labels_excluded", "per_label", "per_language", "ece", "calibration", "pr_curves",
     "cooccurrence", "errors", "truncated", "notes", "timing_s", "baseline", "deltas", "comparison",
 }  # fmt: skip

@@ -109,5 +109,56 @@ def _print_summary(report: dict, paths: dict[str, Path]) -> None:
     console.print(f"report: {paths['json']}  {paths['markdown']}  {paths['html']}", soft_wrap=True)
 
 
+def compare_command(
+    models: list[str] = typer.Argument(..., help="NAME=DIR (or DIR): bundles and/or TF-IDF baseline folders."),
+    data: list[str] = typer.Option(
+        ["articles=data/articles/test.jsonl", "test=data/test.jsonl", "zeroshot=data/zeroshot.jsonl"],
+        "--data", "-d", help="NAME=FILE.jsonl labeled sets (repeat the option).",
+    ),
+    runtime: str = typer.Option("onnx-int8", help=RUNTIME_HELP),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write OUT.json and OUT.md (OUT without suffix)."),
+    threads: int | None = typer.Option(None, help="Inference threads."),
+) -> None:
+    """Several models side by side on several sets: macro-F1 with bootstrap 95% intervals, per-label
+    precision/recall/F1, per-language macro-F1, ECE. The recipe table in sitrep/models/README.md comes
+    from this command.
+
+    Examples:
+
+      sitrep eval-compare default=artifacts/models/default tfidf=artifacts/models/tfidf
+
+      sitrep eval-compare a=artifacts/recipes/articles-cls b=artifacts/recipes/articles-mean \\
+          --runtime torch -d articles=data/articles/test.jsonl -o artifacts/reports/recipes
+    """
+    from sitrep.eval.compare import compare_models, render_markdown
+    from sitrep.eval.predictors import PredictorError
+    from sitrep.eval.report import EvalError
+    from sitrep.models.files import write_json_atomic, write_text_atomic
+
+    def pairs(values: list[str], what: str) -> dict[str, Path]:
+        out_: dict[str, Path] = {}
+        for v in values:
+            name, _, path = v.rpartition("=")
+            name = name or Path(path).name
+            if name in out_:
+                raise fail(f"two {what} are named {name!r}; use NAME=PATH")
+            out_[name] = Path(path)
+        return out_
+
+    try:
+        result = compare_models(pairs(models, "models"), pairs(data, "sets"), runtime, threads,
+                                log=lambda m: typer.echo(m, err=True))
+    except (EvalError, PredictorError) as exc:
+        raise fail(exc) from exc
+    md = render_markdown(result)
+    typer.echo(md)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(out.with_suffix(".json"), result)
+        write_text_atomic(out.with_suffix(".md"), md)
+        typer.echo(f"written: {out.with_suffix('.json')}, {out.with_suffix('.md')}")
+
+
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.command("eval")(eval_command)
+    app.command("eval-compare")(compare_command)
