@@ -15,7 +15,7 @@ import pytest
 from sitrep.models.bundle import BundleError, load_bundle, write_bundle_manifest
 from sitrep.models.labels import LABELS
 from sitrep.models.runtime import load
-from tests.conftest import tiny_config
+from tests.conftest import tiny_config, tiny_gates
 
 TEXTS = [
     "The group said in a statement its fighters hit the base with two drones.",
@@ -41,8 +41,16 @@ def test_manifest_records_everything(tiny_bundle: Path) -> None:
         assert rel in m.files, rel
     parity = m.export["parity"]
     assert parity["onnx"]["passed"] and parity["onnx"]["max_abs_prob_diff"] <= 1e-3
-    assert parity["onnx-int8"]["passed"] and parity["onnx-int8"]["label_agreement"] >= 0.99
+    assert parity["onnx-int8"]["passed"] and parity["onnx-int8"]["label_agreement"] >= tiny_gates().int8_min_agreement
+    assert json.loads((tiny_bundle / "reports" / "parity.json").read_text())["gates"]["int8_min_agreement"] == 0.6
     assert parity["cuda"]["passed"] in (None, True)  # None: no CUDA device here, said in the note
+
+
+def test_the_production_int8_gate() -> None:
+    from sitrep.training.export import Gates
+
+    gates = Gates()
+    assert (gates.int8_min_agreement, gates.int8_max_f1_drop, gates.fp32_max_abs_prob) == (0.99, 0.005, 1e-3)
 
 
 @pytest.mark.parametrize("runtime", ["onnx-int8", "onnx", "torch"])
@@ -197,7 +205,7 @@ def test_mean_pooling_with_several_files_and_article_calibration(tiny_base: Path
     assert manifest.training["pooling"] == "mean" and manifest.training["n_calibration"] == 40
     assert manifest.training["n_train"] > 240 and {"calibration", "dev"} <= set(manifest.scores)
     assert json.loads((out / "hf" / "config.json").read_text())["sitrep_pooling"] == "mean"
-    report = export(out, data=str(tiny_data["dev"]), log=lambda *_: None)
+    report = export(out, data=str(tiny_data["dev"]), gates=tiny_gates(), log=lambda *_: None)
     assert report["runtimes"]["onnx"]["passed"]
     texts = ["The group said it struck the base.", "Two soldiers were wounded, the ministry said."]
     torch_probs = load(out, "torch", device="cpu").classify(texts).probs
