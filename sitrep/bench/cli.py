@@ -228,7 +228,11 @@ def bench_int8(
     data: Path | None = typer.Option(None, "--data", "-d", help="Labeled JSONL (default: the bundle's dev file)."),
     thresholds: str = typer.Option("none,4", help="FFN outlier thresholds to try; 'none' = no split."),
     weights: str = typer.Option("int8,uint8", help="Weight types: int8 (u8s8 kernels), uint8 (u8u8)."),
-    embeddings: bool = typer.Option(False, help="Quantize the embedding table too (per tensor; export keeps it fp32)."),
+    word_embeddings: str = typer.Option(
+        "fp32", help="Word-embedding table storage to try, comma-separated: fp32, int8-row (one scale per row), "
+        "fp16, int8-tensor (ONNX Runtime's, one scale for the table)."),
+    embeddings: bool = typer.Option(False, help="Shorthand: add int8-tensor to --word-embeddings."),
+    ffn_fp32: bool = typer.Option(False, help="Keep every FFN MatMul fp32 (the last rung of export's uint8 ladder)."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the rows as JSON here."),
     markdown_path: Path | None = typer.Option(None, "--markdown", help="Write the table as Markdown here."),
 ) -> None:
@@ -241,6 +245,9 @@ def bench_int8(
       sitrep bench int8 artifacts/models/default
 
       sitrep bench int8 artifacts/models/default --thresholds none,3,4,5,6 --weights int8 --markdown int8.md
+
+      sitrep bench int8 artifacts/models/default --thresholds none --weights uint8 --ffn-fp32 \\
+          --word-embeddings fp32,int8-row,fp16
     """
     from sitrep.bench.int8 import run_study, study_markdown, write_study
     from sitrep.models.bundle import BundleError
@@ -254,9 +261,11 @@ def bench_int8(
     bad = [w for w in ws if w not in ("int8", "uint8")]
     if bad or not ws or not ts:
         raise fail(f"--weights takes int8 and/or uint8, --thresholds at least one value (got {bad})")
+    es = [e.strip() for e in word_embeddings.split(",") if e.strip()]
+    es += ["int8-tensor"] if embeddings and "int8-tensor" not in es else []
     try:
-        report = run_study(bundle, data, ts, ws, embeddings, log=typer.echo)
-    except (BundleError, CorpusError, FileNotFoundError) as exc:
+        report = run_study(bundle, data, ts, ws, es, ffn_fp32, log=typer.echo)
+    except (BundleError, CorpusError, FileNotFoundError, ValueError) as exc:
         raise fail(f"{exc}") from exc
     write_study(report, json_path, markdown_path)
     typer.echo(study_markdown(report))

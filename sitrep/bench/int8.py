@@ -3,10 +3,12 @@
 What `sitrep export`'s ladder decides with a pass/fail gate, this measures as a table, for tuning the
 int8 model of a new encoder or checking why a recipe fails: for each weight type (`int8` = u8s8
 kernels, `uint8` = u8u8) and each FFN outlier threshold (`none` = no split; sitrep/training/outlier_split.py)
-it quantizes the bundle's optimized fp32 graph (with `embeddings`, the embedding table too) and
-reports label agreement, max |Δp| and the macro-F1 difference against ONNX fp32 (identical to torch
-within ~1e-5: export's own parity), the number of outlier channels split off, the file size and the
-sentences/s of the int8 model on these sentences.
+it quantizes the bundle's optimized fp32 graph (`ffn_fp32`: every FFN MatMul kept fp32, the recipe export
+ends at without VNNI), then stores the word-embedding table each way asked (`fp32`; `int8-row`, one scale
+per row, and `fp16`: sitrep/training/embeddings.py; `int8-tensor`: ONNX Runtime's quantization of the
+fused embedding op, one scale for the table) and reports label agreement, max |Δp| and the macro-F1
+difference against ONNX fp32 (identical to torch within ~1e-5: export's own parity), the number of
+outlier channels split off, the file size and the sentences/s of the int8 model on these sentences.
 Nothing is written into the bundle.
 """
 
@@ -23,13 +25,17 @@ from sitrep.bench.common import machine, write_report
 from sitrep.models.bundle import ONNX_FILES, load_bundle
 from sitrep.models.corpus import label_matrix, read_many
 from sitrep.models.cpu import cpu_name, has_vnni
-from sitrep.training.export import OutlierSplits, QuantRecipe, compare, optimize_graph, probs_with, quantize
+from sitrep.training.embeddings import compact_embeddings
+from sitrep.training.export import Gates, OutlierSplits, QuantRecipe, compare, optimize_graph, probs_with, quantize
+
+EMBEDDINGS = ("fp32", "int8-row", "fp16", "int8-tensor")
 
 
 @dataclass
 class StudyRow:
     weights: str
-    embeddings: bool
+    embeddings: str  # how the word-embedding table is stored: one of EMBEDDINGS
+    ffn_fp32: bool
     outlier_threshold: float | None
     outlier_channels: int
     label_agreement: float
@@ -38,6 +44,7 @@ class StudyRow:
     macro_f1_delta: float
     size_mb: float
     sentences_per_s: float
+    passes_gate: bool  # export's int8 gate against fp32: agreement >= 99% and macro-F1 at most 0.5 point lower
 
 
 def run_study(
@@ -45,11 +52,16 @@ def run_study(
     data: str | Path | None = None,
     thresholds: list[float | None] | None = None,
     weights: list[str] | None = None,
-    embeddings: bool = False,
+    embeddings: list[str] | None = None,
+    ffn_fp32: bool = False,
     log: Any = print,
 ) -> dict[str, Any]:
     thresholds = thresholds if thresholds is not None else [None, 4.0]
     weights = weights or ["int8", "uint8"]
+    embeddings = embeddings or ["fp32"]
+    bad = [e for e in embeddings if e not in EMBEDDINGS]
+    if bad:
+        raise ValueError(f"unknown embedding storage {bad}; choose from {', '.join(EMBEDDINGS)}")
     bundle = load_bundle(bundle_path)
     if not bundle.has(ONNX_FILES["onnx"]):
         raise FileNotFoundError(f"{bundle.path}: no {ONNX_FILES['onnx']}; run `sitrep export {bundle.path}` first")
@@ -59,6 +71,7 @@ def run_study(
     texts = [e.text for e in examples]
     y = label_matrix(examples)
     rows: list[StudyRow] = []
+    gates = Gates()
     work = Path(tempfile.mkdtemp(prefix="sitrep-int8-study-"))
     try:
         log(f"reference: ONNX fp32 on {len(texts)} sentences from {data}")
@@ -68,21 +81,35 @@ def run_study(
         splits = OutlierSplits(bundle, opt, work, texts)
         for threshold in thresholds:
             src, split, keep_fp32 = (opt, {}, []) if threshold is None else splits.get(threshold)
+            if ffn_fp32:
+                keep_fp32 = keep_fp32 + [n for n in splits.ffn if n not in keep_fp32]
             for wt in weights:
-                candidate = work / "candidate.onnx"
-                quantize(src, candidate, QuantRecipe("study", per_channel=True, weight_type=wt, embeddings=embeddings),
-                         keep_fp32)
-                t0 = time.perf_counter()
-                probs = probs_with(bundle, candidate, texts)
-                speed = len(texts) / (time.perf_counter() - t0)
-                cmp = compare(ref, probs, y, bundle.thresholds)
-                row = StudyRow(wt, embeddings, threshold, sum(map(len, split.values())),
-                               round(cmp["label_agreement"], 4), round(cmp["max_abs_prob_diff"], 4),
-                               cmp["macro_f1"], cmp["macro_f1_delta"],
-                               round(candidate.stat().st_size / 2**20, 1), round(speed, 1))
-                rows.append(row)
-                log(f"  weights {wt}, outlier threshold {threshold if threshold is not None else 'none'}: "
-                    f"agreement {row.label_agreement:.4f}, ΔF1 {row.macro_f1_delta:+.4f}, {row.sentences_per_s} sent/s")
+                quantized = work / "quantized.onnx"
+                if any(e != "int8-tensor" for e in embeddings):
+                    quantize(src, quantized, QuantRecipe("study", per_channel=True, weight_type=wt), keep_fp32)
+                for emb in embeddings:
+                    candidate = work / "candidate.onnx"
+                    if emb == "int8-tensor":
+                        quantize(src, candidate, QuantRecipe("study", per_channel=True, weight_type=wt,
+                                                             embeddings=True), keep_fp32)
+                    elif emb == "fp32":
+                        shutil.copyfile(quantized, candidate)
+                    else:
+                        compact_embeddings(quantized, candidate, emb)
+                    t0 = time.perf_counter()
+                    probs = probs_with(bundle, candidate, texts)
+                    speed = len(texts) / (time.perf_counter() - t0)
+                    cmp = compare(ref, probs, y, bundle.thresholds)
+                    row = StudyRow(wt, emb, ffn_fp32, threshold, sum(map(len, split.values())),
+                                   round(cmp["label_agreement"], 4), round(cmp["max_abs_prob_diff"], 4),
+                                   cmp["macro_f1"], cmp["macro_f1_delta"],
+                                   round(candidate.stat().st_size / 2**20, 1), round(speed, 1),
+                                   cmp["label_agreement"] >= gates.int8_min_agreement
+                                   and -cmp["macro_f1_delta"] <= gates.int8_max_f1_drop)
+                    rows.append(row)
+                    log(f"  weights {wt}, outlier threshold {threshold if threshold is not None else 'none'}, "
+                        f"embeddings {emb}{', FFN fp32' if ffn_fp32 else ''}: agreement {row.label_agreement:.4f}, "
+                        f"ΔF1 {row.macro_f1_delta:+.4f}, {row.size_mb} MB, {row.sentences_per_s} sent/s")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {
@@ -103,16 +130,19 @@ def study_markdown(report: dict[str, Any]) -> str:
         f"outlier channels from {report['calibration_sentences']} training sentences; CPU {report['cpu']['name']} "
         f"(VNNI: {'yes' if report['cpu']['vnni'] else 'no'}).",
         "",
-        "| weights | outlier threshold | channels split | embeddings | label agreement | max \\|Δp\\| | macro-F1 | ΔF1 (points) "
-        "| size MB | sentences/s |",
-        "|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
+        "| weights | FFN | outlier threshold | channels split | embeddings | label agreement (sentences) | max \\|Δp\\| "
+        "| macro-F1 | ΔF1 (points) | size MB | sentences/s | gate |",
+        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in report["rows"]:
         t = "none" if r["outlier_threshold"] is None else f"{r['outlier_threshold']:g}"
-        emb = "int8" if r["embeddings"] else "fp32"
-        lines.append(f"| {r['weights']} | {t} | {r['outlier_channels']} | {emb} | {r['label_agreement']:.2%} | "
+        emb = {True: "int8-tensor", False: "fp32"}.get(r["embeddings"], r["embeddings"])  # older reports: a bool
+        ffn = "fp32" if r.get("ffn_fp32") else "int8"
+        agree = f"{r['label_agreement']:.2%} ({r['label_agreement'] * report['n']:.0f})"
+        gate = {True: "pass", False: "fail"}.get(r.get("passes_gate"), "")  # type: ignore[call-overload]
+        lines.append(f"| {r['weights']} | {ffn} | {t} | {r['outlier_channels']} | {emb} | {agree} | "
                      f"{r['max_abs_prob_diff']:.3f} | {r['macro_f1']:.4f} | {100 * r['macro_f1_delta']:+.2f} | "
-                     f"{r['size_mb']} | {r['sentences_per_s']} |")
+                     f"{r['size_mb']} | {r['sentences_per_s']} | {gate} |")
     return "\n".join(lines) + "\n"
 
 

@@ -340,6 +340,7 @@ def summarize(
                     "p99_ms": m["p99_ms"],
                     "batches": m["batches"],
                     "peak_rss_mb": r["peak_rss_mb"],
+                    "steady_rss_mb": r.get("rss_end_mb"),  # after warm-up and every timed request and bulk run
                     "load_s": r["load_s"],
                     "speedup_vs_pipeline": round(sps / pipe_m["sentences_per_s"], 2) if pipe_m else None,
                     "p50_ratio_vs_pipeline": round(m["p50_ms"] / pipe_m["p50_ms"], 3) if pipe_m else None,

@@ -103,18 +103,26 @@ def export(
     portable_int8: bool = typer.Option(
         False, help="int8 with uint8 weights only: safe on CPUs without VNNI, slower than int8 weights on VNNI."
     ),
+    word_embeddings: str = typer.Option(
+        "int8-row,fp16", help="Compact word-embedding storages to try, in order, on the int8 recipe that passes "
+        "(int8-row: one scale per row; fp16); each must pass the same gate. 'fp32' keeps the table as it is."),
 ) -> None:
     """Export ONNX fp32, int8 (CPU) and fp16 (CUDA) into the bundle, with parity gates against torch.
 
     Fails (exit 1) when ONNX fp32 differs from torch by more than 1e-3 in probability, or when no
     int8 recipe keeps label agreement >= 99% and macro-F1 within 0.5 point. Report: BUNDLE/reports/parity.json.
+    The int8 model's word-embedding table is stored per-row int8 or fp16 where that passes the same gate.
     """
     from sitrep.models.bundle import BundleError
     from sitrep.training.export import ExportError
     from sitrep.training.export import export as run_export
 
+    modes = tuple(m.strip() for m in word_embeddings.split(",") if m.strip() and m.strip() != "fp32")
+    bad = [m for m in modes if m not in ("int8-row", "fp16")]
+    if bad:
+        raise fail(f"--word-embeddings takes int8-row, fp16 or fp32 (got {bad})")
     try:
-        report = run_export(bundle, data=data, portable=portable_int8)
+        report = run_export(bundle, data=data, portable=portable_int8, word_embeddings=modes)
     except BundleError as exc:
         raise fail(f"{exc}") from exc
     except ExportError as exc:

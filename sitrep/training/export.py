@@ -4,7 +4,9 @@ int8: the fp32 graph goes through ONNX Runtime's transformer optimizer (attentio
 fusion), then dynamic quantization. Multilingual MiniLM-style encoders are known to collapse under
 naive dynamic quantization (onnxruntime issue #9599), so export tries a short ladder of settings,
 from naive to conservative, scores each on dev against the torch model, records every attempt in
-the parity report, and keeps the first that passes the gate.
+the parity report, and keeps the first that passes the gate. On that recipe it then tries storing the
+word-embedding table compactly (per-row int8, then fp16: sitrep/training/embeddings.py), each scored
+against the same gate, and keeps the first that passes (else the table stays fp32).
 """
 
 from __future__ import annotations
@@ -25,10 +27,13 @@ from sitrep.models.cpu import cpu_name, has_vnni
 from sitrep.models.encoding import TextEncoder
 from sitrep.models.runtime import RuntimeUnavailable, load
 from sitrep.models.scores import macro_f1
+from sitrep.training.embeddings import compact_embeddings
 from sitrep.training.outlier_split import fp32_node, split_outliers
 
 OPSET = 17
 PARITY_REPORT = "reports/parity.json"
+# Word-embedding storage tried on the recipe that passes, most compact first (sitrep/training/embeddings.py).
+WORD_EMBEDDINGS = ("int8-row", "fp16")
 
 
 class ExportError(RuntimeError):
@@ -259,10 +264,13 @@ def export(
     limit: int | None = None,
     log: Any = print,
     portable: bool = False,
+    word_embeddings: tuple[str, ...] = WORD_EMBEDDINGS,
 ) -> dict[str, Any]:
     """Export all three ONNX files into the bundle and write the parity report. Raises ExportError.
 
     `portable`: only recipes with uint8 weights, safe on CPUs without VNNI (sitrep/models/cpu.py), even on one with.
+    `word_embeddings`: compact storages of the word-embedding table to try, in order, on the recipe that
+    passes (`()`: keep it fp32).
     """
     gates = gates or Gates()
     bundle = load_bundle(bundle_path)
@@ -322,11 +330,33 @@ def export(
         log(f"      {recipe.name}: agreement {cmp['label_agreement']:.4f}, "
             f"max|Δp| {cmp['max_abs_prob_diff']:.4f}, ΔF1 {cmp['macro_f1_delta']:+.4f} -> {'pass' if ok else 'fail'}")
         if ok:
+            storage = "fp32"
+            for mode in word_embeddings:
+                compact = work / f"candidate.{mode}.onnx"
+                try:
+                    info = compact_embeddings(candidate, compact, mode)
+                except ValueError as exc:  # e.g. the naive recipe quantized the table's Gather itself
+                    log(f"      + word embeddings {mode}: skipped ({exc})")
+                    attempts.append({"word_embeddings": mode, "skipped": str(exc), "passed": False})
+                    break
+                cmp_e = compare(ref, probs_with(bundle, compact, texts), y, thresholds)
+                ok_e = (cmp_e["label_agreement"] >= gates.int8_min_agreement
+                        and -cmp_e["macro_f1_delta"] <= gates.int8_max_f1_drop)
+                attempts.append({"recipe": asdict(recipe), "word_embeddings": mode, "fp32_nodes": exclude, **cmp_e,
+                                 "passed": ok_e, "size_mb": round(compact.stat().st_size / 2**20, 1),
+                                 "table_mb": round(float(info["bytes_after"]) / 2**20, 1)})
+                log(f"      + word embeddings {mode}: agreement {cmp_e['label_agreement']:.4f}, "
+                    f"max|Δp| {cmp_e['max_abs_prob_diff']:.4f}, ΔF1 {cmp_e['macro_f1_delta']:+.4f}, "
+                    f"{attempts[-1]['size_mb']} MB -> {'pass' if ok_e else 'fail'}")
+                if ok_e:
+                    storage, cmp, candidate = mode, cmp_e, compact
+                    break
             shutil.copyfile(candidate, int8)
             bundle = _register(bundle)
             # int8 weights whose parity was measured on saturation-free (VNNI) kernels: warn on CPUs without.
             needs_vnni = recipe.weight_type == "int8" and has_vnni()
-            chosen = {**cmp, "recipe": recipe.name, "weights": recipe.weight_type, "needs_vnni": needs_vnni}
+            chosen = {**cmp, "recipe": recipe.name + ("" if storage == "fp32" else f", word embeddings {storage}"),
+                      "weights": recipe.weight_type, "needs_vnni": needs_vnni, "word_embeddings": storage}
             break
     if ranking is not None:
         attempts.append({"sensitivity_ranking": [{"node": n, "mean_abs_prob_diff": round(d, 6)} for n, d in ranking]})
@@ -369,6 +399,7 @@ def export(
         "parity": {rt: {k: v for k, v in r.items() if k != "attempts"} for rt, r in report["runtimes"].items()},
         "int8_recipe": int8_parity.recipe,
         "int8_weights": chosen["weights"] if chosen else None,
+        "int8_word_embeddings": chosen["word_embeddings"] if chosen else None,
         "int8_needs_vnni": bool(chosen and chosen["needs_vnni"]),
     }
     _register(bundle)

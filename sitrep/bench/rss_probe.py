@@ -1,0 +1,60 @@
+"""RSS of one process serving an int8 file: after load, warm-up, and 300 mixed requests (issue 15).
+
+    python -m sitrep.bench.rss_probe BUNDLE ONNX_FILE OPTIONS   # OPTIONS: default | noprepack | noarena | noprepack+noarena
+
+Prints one JSON line: RSS (MB) after imports, after load, after warm-up, after 300 requests of 1–32 dev
+sentences, and the peak (VmHWM). Run it once per file and option set (each in a fresh process).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import sys
+
+import psutil
+
+
+def rss() -> float:
+    return round(psutil.Process().memory_info().rss / 2**20, 1)
+
+
+def hwm() -> float:
+    with open("/proc/self/status") as f:
+        return next(round(int(line.split()[1]) / 1024, 1) for line in f if line.startswith("VmHWM"))
+
+
+def main(bundle_path: str, path: str, options: str) -> None:
+    import onnxruntime as ort
+
+    from sitrep.models.bundle import load_bundle
+    from sitrep.models.corpus import read_many
+    from sitrep.models.runtime import Classifier, OnnxBackend
+
+    base = rss()
+    bundle = load_bundle(bundle_path, verify=False)
+    backend = OnnxBackend.__new__(OnnxBackend)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads, so.inter_op_num_threads = 2, 1
+    if "noprepack" in options:
+        so.add_session_config_entry("session.disable_prepacking", "1")
+    if "noarena" in options:
+        so.enable_cpu_mem_arena = False
+    backend.session = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
+    backend.input_names = {i.name for i in backend.session.get_inputs()}
+    backend.on_gpu = False
+    clf = Classifier(bundle, "onnx-int8", backend)
+    loaded = rss()
+    clf.warmup()
+    warm = rss()
+    texts = [e.text for e in read_many("data/dev.jsonl")]
+    rng = random.Random(0)
+    for _ in range(300):
+        clf.classify(rng.sample(texts, rng.choice([1, 1, 1, 2, 4, 8, 32])), batch_size=32)
+    print(json.dumps({"file": os.path.basename(path), "options": options, "imports_mb": base, "loaded_mb": loaded,
+                      "warm_mb": warm, "after_300_mixed_mb": rss(), "peak_mb": hwm()}))
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:4])
