@@ -262,3 +262,46 @@ def test_bootstrap_interval_brackets_the_score_and_narrows_with_more_sentences()
         widths.append(ci["high"] - ci["low"])
     assert widths[1] < widths[0] / 2
     assert bootstrap_macro_f1(np.zeros((0, 4)), np.zeros((0, 4))) is None
+
+
+EVAL_INPUT_MISTAKES = [
+    # (name, JSONL line, words the one-line error must contain) — issue 14, defect 5
+    ("no labels", '{"id": "x", "text": "t"}', ["bad.jsonl:1", "'labels'", "[]"]),
+    ("null labels", '{"id": "x", "text": "t", "labels": null}', ["bad.jsonl:1", "'labels'"]),
+    ("labels a string", '{"id": "x", "text": "t", "labels": "claim"}', ["bad.jsonl:1", "must be a list", '"claim"']),
+    ("no text", '{"id": "x", "labels": []}', ["bad.jsonl:1", "missing field 'text'"]),
+    ("no id", '{"text": "t", "labels": []}', ["bad.jsonl:1", "missing field 'id'"]),
+]
+
+
+@pytest.mark.parametrize(("name", "line", "words"), EVAL_INPUT_MISTAKES, ids=[m[0] for m in EVAL_INPUT_MISTAKES])
+def test_eval_input_mistakes_are_one_line_exit_2(
+    tiny_bundle: Path, tmp_path: Path, name: str, line: str, words: list[str]
+) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(line + "\n",
+                   encoding="utf-8")
+    code, out = run_eval(tiny_bundle, "--data", bad, "--report", tmp_path / "r")
+    lines = out.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), out
+    for w in words:
+        assert w in lines[0], (w, out)
+    assert not (tmp_path / "r" / "report.json").exists()
+
+
+def test_eval_report_at_a_file_fails_before_inference(
+    tiny_bundle: Path, tiny_data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sitrep.eval.predictors as predictors
+
+    def no_inference(*a: object, **k: object) -> None:
+        raise AssertionError("the model was loaded before --report was checked")
+
+    monkeypatch.setattr(predictors, "load_predictor", no_inference)
+    existing = tmp_path / "report.md"
+    existing.write_text("x", encoding="utf-8")
+    for target in (existing, existing / "sub"):
+        code, out = run_eval(tiny_bundle, "--data", tiny_data["test"], "--report", target)
+        lines = out.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: --report"), out
+        assert "Traceback" not in out

@@ -20,6 +20,7 @@ slice's ``labels_excluded``, and said in ``notes``.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -261,6 +262,18 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
     return {"json": out / REPORT_JSON, **write_rendered(report, out)}
 
 
+def check_report_dir(report_dir: Path) -> None:
+    """The report directory exists or can be made, and is writable (EvalError otherwise)."""
+    if report_dir.exists() and not report_dir.is_dir():
+        raise EvalError(f"--report {report_dir} is a file; give a directory (report.json, .md, .html go in it)")
+    try:
+        report_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EvalError(f"--report {report_dir}: cannot create it ({exc.strerror or exc})") from exc
+    if not os.access(report_dir, os.W_OK):
+        raise EvalError(f"--report {report_dir}: not writable")
+
+
 def run_eval(
     model: str | Path,
     data: str | Path,
@@ -277,6 +290,7 @@ def run_eval(
 
     if n_errors < 0:
         raise EvalError("--errors must be >= 0")
+    check_report_dir(Path(report_dir))  # before any inference: a bad --report is found at once
     examples = load_examples(data)
     predictor = load_predictor(model, runtime, threads=threads, progress=progress)
     base = None

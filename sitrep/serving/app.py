@@ -1,8 +1,7 @@
 """The FastAPI app: routes, request limits, and the lifespan (load → warm → ready → drain).
 
     from sitrep.serving.app import create_app
-    from sitrep.serving.service import ServiceState
-from sitrep.serving.settings import Settings
+    from sitrep.serving.settings import Settings
     app = create_app(Settings(bundle="artifacts/models/default"))   # then run it with uvicorn
 
 Routes: POST /classify, GET /healthz, /readyz, /metrics, /v1/model, POST /admin/reload; the OpenAPI
@@ -22,7 +21,7 @@ from sitrep.serving import auth
 from sitrep.serving.batcher import Overloaded, TooManyTokens
 from sitrep.serving.errors import ApiError, error_response, install_error_handlers
 from sitrep.serving.guard import RequestGuard
-from sitrep.serving.lifecycle import ReloadError
+from sitrep.serving.lifecycle import BundleNotAllowed, LoadedModel, ReloadError, allowed_bundle
 from sitrep.serving.planning import Limits, build_results, plan_request, threshold_cut, too_long_error
 from sitrep.serving.prometheus import CONTENT_TYPE_LATEST, HttpMetricsMiddleware
 from sitrep.serving.schemas import (
@@ -43,10 +42,11 @@ log = logging.getLogger("sitrep.serving")
 ROUTES = frozenset(
     {"/classify", "/healthz", "/readyz", "/metrics", "/v1/model", "/admin/reload", "/openapi.json", "/docs"}
 )
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, preloaded: LoadedModel | None = None) -> FastAPI:
     settings = settings or Settings()
-    state = ServiceState(settings)
+    state = ServiceState(settings, preloaded)
     keys = settings.key_values()
+    admin_keys = settings.admin_key_values()
 
     app = FastAPI(
         title="sitrep",
@@ -57,7 +57,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.sitrep = state
     install_error_handlers(app)
-    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, api_keys=keys)
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=settings.max_body_bytes,
+        api_keys=keys,
+        admin_keys=admin_keys,
+        body_timeout_s=settings.body_timeout_s,
+    )
     app.add_middleware(HttpMetricsMiddleware, metrics=state.metrics, routes=ROUTES)
 
     errors = ERROR_RESPONSES
@@ -135,21 +141,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "/admin/reload",
         response_model=ReloadResponse,
         summary="Load another bundle (or the configured one again) and swap to it once warm",
-        dependencies=[Depends(auth.require_key("/admin/reload", keys))],
+        dependencies=[Depends(auth.require_key("/admin/reload", keys, admin_keys))],
         responses={
+            400: errors[400],
             401: errors[401],
-            403: {"model": ErrorResponse, "description": "No API keys configured."},
+            403: {
+                "model": ErrorResponse,
+                "description": "No admin keys configured (`admin_disabled`), or the bundle is outside the "
+                "models root (`bundle_not_allowed`).",
+            },
+            408: errors[408],
+            413: errors[413],
+            415: errors[415],
             422: {"model": ErrorResponse, "description": "The bundle could not be loaded; nothing changed."},
         },
     )
     async def admin_reload(request: ReloadRequest | None = Body(None)) -> dict[str, Any]:
         """Requests already accepted finish on the old model; new ones get the new model once it is warm.
 
+        `bundle` must lie inside the models root (SITREP_MODELS_ROOT, default the parent of SITREP_BUNDLE);
+        a relative path is taken relative to it. Needs a key from SITREP_ADMIN_KEYS.
         Also triggered by `kill -HUP <pid>` (reloads SITREP_BUNDLE, e.g. after moving a symlink).
         """
-        target = Path(request.bundle) if request is not None and request.bundle else None
+        target: Path | None = None
         try:
+            if request is not None and request.bundle:
+                target = allowed_bundle(request.bundle, settings.reload_root)
             previous, current = await state.models.reload(target)
+        except BundleNotAllowed as exc:
+            raise ApiError(403, "bundle_not_allowed", str(exc), "bundle") from exc
         except ReloadError as exc:
             raise ApiError(
                 422, "bundle_invalid", f"reload failed, still serving the previous model: {exc}", "bundle"
