@@ -15,10 +15,16 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Body, Depends, FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.gzip import GZipMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 
-from sitrep.serving import auth
+from sitrep import __version__
+from sitrep.serving import auth, context
 from sitrep.serving.batcher import Overloaded, TooManyTokens
+from sitrep.serving.context import RequestContextMiddleware
 from sitrep.serving.errors import ApiError, error_response, install_error_handlers
 from sitrep.serving.guard import RequestGuard
 from sitrep.serving.lifecycle import BundleNotAllowed, LoadedModel, ReloadError, allowed_bundle
@@ -50,13 +56,16 @@ def create_app(settings: Settings | None = None, preloaded: LoadedModel | None =
 
     app = FastAPI(
         title="sitrep",
-        version="1",
+        version=__version__,
         description=DESCRIPTION,
         lifespan=state.lifespan,
+        docs_url=None,  # served below from local assets: /docs works offline
+        redoc_url=None,
         responses={500: {"model": ErrorResponse, "description": "A server fault (never a client mistake)."}},
     )
     app.state.sitrep = state
     install_error_handlers(app)
+    # outermost last: request id → metrics → CORS → gzip → guard → routes
     app.add_middleware(
         RequestGuard,
         max_body_bytes=settings.max_body_bytes,
@@ -64,7 +73,20 @@ def create_app(settings: Settings | None = None, preloaded: LoadedModel | None =
         admin_keys=admin_keys,
         body_timeout_s=settings.body_timeout_s,
     )
+    if settings.gzip:
+        app.add_middleware(GZipMiddleware, minimum_size=1024)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Content-Encoding", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Server-Timing", "Retry-After"],
+            max_age=600,
+        )
     app.add_middleware(HttpMetricsMiddleware, metrics=state.metrics, routes=ROUTES)
+    app.add_middleware(RequestContextMiddleware)
+    _mount_docs(app)
 
     errors = ERROR_RESPONSES
 
@@ -189,6 +211,31 @@ def create_app(settings: Settings | None = None, preloaded: LoadedModel | None =
     return app
 
 
+DOCS_ASSETS = "/docs-assets"
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) from the assets of the `swagger-ui-bundle` package: nothing is fetched from a CDN.
+    Without the package (not a `serve` install) it falls back to FastAPI's CDN links."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:  # pragma: no cover - the serve extra pins it
+        swagger_ui_path = None
+    if swagger_ui_path is not None:
+        app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+        assets = {
+            "swagger_js_url": f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            "swagger_css_url": f"{DOCS_ASSETS}/swagger-ui.css",
+            "swagger_favicon_url": f"{DOCS_ASSETS}/favicon-32x32.png",
+        }
+    else:
+        assets = {}
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="sitrep — API docs", **assets)
+
+
 # --- POST /classify ----------------------------------------------------------------------------
 
 
@@ -212,5 +259,8 @@ async def _classify(state: ServiceState, request: ClassifyRequest) -> Response:
         )
     except TooManyTokens as exc:
         raise too_long_error(request.items, plan, exc.position, exc.max_tokens) from exc
+    ctx = context.current()
+    if ctx is not None:
+        ctx.timings.update(queue=result.queue_s, model=result.model_s)
     results = build_results(request.items, plan, result.probs, result.labels, result.truncated)
     return JSONResponse({"model": result.model.info(), "results": results})

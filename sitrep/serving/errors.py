@@ -144,7 +144,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error on %s %s: %r", request.method, request.url.path, exc)
+        from sitrep.serving.context import request_id
+
+        log.error("unhandled error on %s %s (request_id=%s): %r", request.method, request.url.path, request_id(), exc)
         return error_response(
             500, "internal_error", "the server failed to answer this request; it was logged"
         )

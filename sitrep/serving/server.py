@@ -23,6 +23,7 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from sitrep.models.bundle import load_bundle
 from sitrep.serving.app import create_app
+from sitrep.serving.context import install_log_filter
 from sitrep.serving.errors import error_body
 from sitrep.serving.lifecycle import load_model
 from sitrep.serving.settings import Settings
@@ -107,6 +108,7 @@ def serve(settings: Settings) -> None:
         lifespan="on",
         server_header=False,
     )
+    install_log_filter()  # after uvicorn.Config set its loggers up
     server = _Server(config, mark_draining)
     server.run(sockets=[sock])
     if not server.started:

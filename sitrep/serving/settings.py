@@ -100,6 +100,16 @@ class Settings(BaseSettings):
         "SITREP_BUNDLE); a relative `bundle` is taken relative to it.",
     )
 
+    # --- HTTP conveniences -------------------------------------------------------------------
+    gzip: bool = Field(
+        True, description="Gzip responses of 1 KiB or more for clients that send `Accept-Encoding: gzip`."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated origins allowed to call the API from a browser (`*` for any); "
+        "empty (the default): no CORS headers, browsers refuse cross-origin calls.",
+    )
+
     # --- process ----------------------------------------------------------------------------
     host: str = Field("127.0.0.1", description="Address to bind (0.0.0.0 in a container).")
     port: int = Field(8000, ge=1, le=65535, description="Port to bind.")
@@ -109,7 +119,7 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="Python logging level for the service.")
     access_log: bool = Field(True, description="Log one line per request (never headers or keys).")
 
-    @field_validator("api_keys", "admin_keys", mode="before")
+    @field_validator("api_keys", "admin_keys", "cors_origins", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
