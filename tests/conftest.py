@@ -47,18 +47,16 @@ def tiny_config(tiny_base: Path, tiny_data: dict[str, Path], **overrides):
 @pytest.fixture(scope="session")
 def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path, tiny_data: dict[str, Path]) -> Path:
     """A tiny bundle, trained for a few steps and exported (fp32, int8, fp16). Tests must not modify it."""
-    from sitrep.models.bundle import load_bundle, write_bundle_manifest
-    from sitrep.models.labels import LABELS
-    from sitrep.training.export import export
+    from sitrep.training.export import Gates, export
     from sitrep.training.train import train
 
     out = tmp_path_factory.mktemp("bundles") / "tiny"
     train(tiny_config(tiny_base, tiny_data), out, progress=False)
-    # The tiny model learns next to nothing, so its Platt slope is ~0.02 and every probability sits within
-    # 1e-3 of the tuned thresholds: int8 rounding then flips a quarter of the labels and no recipe passes
-    # the export gate. Thresholds at 0.5 keep the int8 parity gate meaningful for this bundle.
-    manifest = load_bundle(out).manifest
-    manifest.thresholds = dict.fromkeys(LABELS, 0.5)
-    write_bundle_manifest(out, manifest)
-    export(out, data=tiny_data["dev"], log=lambda *_: None)
+    # The tiny model learns next to nothing (since mean pooling, its logits barely move between sentences, its
+    # Platt slope is ~0.02 and every dev probability lies within ~1e-4 of the others): int8 rounding (1e-5) then
+    # flips labels on a third of the dev sentences whatever the thresholds, and no recipe can pass the real gate
+    # (0.99 agreement). The session bundle only has to exercise the plumbing, so its export gate is open;
+    # tests/test_training_export.py checks the gates themselves.
+    export(out, data=tiny_data["dev"], gates=Gates(int8_min_agreement=0.0, int8_max_f1_drop=1.0), log=lambda *_: None)
     return out
+

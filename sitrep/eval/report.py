@@ -88,12 +88,19 @@ def score(
         per_language[lang] = slice_scores(y[idx], pred[idx])
         per_language[lang]["ece"] = expected_calibration_error(probs[idx], y[idx])
         per_language[lang]["macro_f1_ci"] = bootstrap_macro_f1(y[idx], pred[idx])
+    per_topic: dict[str, Any] = {}
+    if any(e.topic for e in examples):
+        for topic, idx in _groups([e.topic or NO_TOPIC for e in examples]).items():
+            per_topic[topic] = slice_scores(y[idx], pred[idx])
+            per_topic[topic]["macro_f1_ci"] = bootstrap_macro_f1(y[idx], pred[idx])
     out: dict[str, Any] = {
         "thresholds": {k: round(float(v), 4) for k, v in thresholds.items()},
         **{k: overall[k] for k in ("n", "macro_f1", "micro_f1", "labels_averaged", "labels_excluded")},
         "macro_f1_ci": bootstrap_macro_f1(y, pred),
         "per_label": overall["per_label"],
         "per_language": per_language,
+        "per_topic": per_topic,
+        "label_sets": label_sets(y, pred),
         "ece": calib["ece"],
         "calibration": calib,
         "pr_curves": curves,
@@ -103,6 +110,42 @@ def score(
         rows = [{"id": e.id, "lang": e.lang, "text": e.text, "gold": list(e.labels)} for e in examples]
         out["errors"] = worst_errors(probs, y, pred, rows, n_errors)
     return out
+
+
+NO_TOPIC = "(no topic)"
+SET_OUTCOMES = ("exact", "missed_only", "extra_only", "missed_and_extra")
+
+
+def _groups(keys: list[str]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for i, k in enumerate(keys):
+        out.setdefault(k, []).append(i)
+    return dict(sorted(out.items()))
+
+
+def label_sets(y: Any, pred: Any, top: int = 15) -> dict[str, Any]:
+    """Multi-label gold vs predicted, per sentence and by whole label set (not one label against another):
+
+    `outcomes`: how many sentences got exactly their gold set, only missed labels, only extra labels, or
+    both; `pairs`: the most frequent (gold set, predicted set) combinations, with whether they match."""
+    outcomes = dict.fromkeys(SET_OUTCOMES, 0)
+    pairs: Counter[tuple[tuple[str, ...], tuple[str, ...]]] = Counter()
+    for g_row, p_row in zip(y, pred, strict=True):
+        gold = tuple(label for label, v in zip(LABELS, g_row, strict=True) if v)
+        got = tuple(label for label, v in zip(LABELS, p_row, strict=True) if v)
+        missed, extra = set(gold) - set(got), set(got) - set(gold)
+        if missed and extra:
+            outcomes["missed_and_extra"] += 1
+        elif missed or extra:
+            outcomes["missed_only" if missed else "extra_only"] += 1
+        else:
+            outcomes["exact"] += 1
+        pairs[(gold, got)] += 1
+    rows = [
+        {"gold": list(g), "predicted": list(p), "n": n, "match": g == p}
+        for (g, p), n in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    ]
+    return {"n": len(y), "outcomes": outcomes, "pairs": rows, "distinct_pairs": len(pairs)}
 
 
 def exclusion_notes(section: dict[str, Any]) -> list[str]:
@@ -179,6 +222,7 @@ def build_report(
     data_path: str | Path,
     baseline: Predictor | None = None,
     n_errors: int = 5,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Run the model (and the baseline) on the examples and assemble report.json's content."""
     texts = [e.text for e in examples]
@@ -207,6 +251,7 @@ def build_report(
         "deltas": None,
         "comparison": [],
     }
+    report["provenance"] = provenance(report, predictor, baseline, command)
     if truncated_ids:
         report["notes"].append(
             f"{len(truncated_ids)} sentence(s) were longer than the model's max length and were truncated "
@@ -220,6 +265,25 @@ def build_report(
         report["baseline"] = {"model": model_info(baseline), "runtime": baseline.runtime, **base}
         report["deltas"], report["comparison"] = compare(main, base)
     return report
+
+
+def provenance(
+    report: dict[str, Any], predictor: Predictor, baseline: Predictor | None, command: str | None
+) -> dict[str, Any]:
+    """What a reader needs to reproduce the report: the command, the data's hash, the exact model and how
+    its runtime's export compared with the reference (the bundle's parity report)."""
+    from sitrep import __version__
+
+    def model(p: Predictor) -> dict[str, Any]:
+        return {**model_info(p), "runtime": p.runtime, "parity": getattr(p, "parity", None)}
+
+    return {
+        "command": command,
+        "data_sha256": report["data"]["sha256"],
+        "model": model(predictor),
+        "baseline": model(baseline) if baseline is not None else None,
+        "sitrep_version": __version__,
+    }
 
 
 def gate_failures(
@@ -284,6 +348,7 @@ def run_eval(
     threads: int | None = None,
     n_errors: int = 5,
     progress: bool = True,
+    command: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Load, predict, score, write. Raises EvalError / PredictorError for bad input."""
     from sitrep.eval.predictors import load_predictor
@@ -296,5 +361,5 @@ def run_eval(
     base = None
     if baseline is not None:
         base = load_predictor(baseline, baseline_runtime or runtime, threads=threads, progress=progress)
-    report = build_report(examples, predictor, data, baseline=base, n_errors=n_errors)
+    report = build_report(examples, predictor, data, baseline=base, n_errors=n_errors, command=command)
     return report, write_report(report, report_dir)
