@@ -24,6 +24,25 @@ app = typer.Typer(
     rich_markup_mode="rich",
     pretty_exceptions_show_locals=False,
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from sitrep import __version__
+
+        typer.echo(f"sitrep {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
+    pass
+
+
 bench = typer.Typer(help="Benchmarks: each compares its variants side by side in one run.", no_args_is_help=True)
 app.add_typer(bench, name="bench")
 

@@ -63,3 +63,4 @@ def tiny_bundle(tmp_path_factory: pytest.TempPathFactory, tiny_base: Path, tiny_
     train(tiny_config(tiny_base, tiny_data), out, progress=False)
     export(out, data=tiny_data["dev"], gates=tiny_gates(), log=lambda *_: None)
     return out
+

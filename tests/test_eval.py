@@ -28,6 +28,7 @@ TOP_KEYS = {
     "schema_version", "created", "data", "model", "runtime", "thresholds", "n", "macro_f1", "macro_f1_ci", "micro_f1",
     "labels_averaged", "labels_excluded", "per_label", "per_language", "ece", "calibration", "pr_curves",
     "cooccurrence", "errors", "truncated", "notes", "timing_s", "baseline", "deltas", "comparison",
+    "per_topic", "label_sets", "provenance",
 }  # fmt: skip
 
 
@@ -262,3 +263,92 @@ def test_bootstrap_interval_brackets_the_score_and_narrows_with_more_sentences()
         widths.append(ci["high"] - ci["low"])
     assert widths[1] < widths[0] / 2
     assert bootstrap_macro_f1(np.zeros((0, 4)), np.zeros((0, 4))) is None
+
+
+EVAL_INPUT_MISTAKES = [
+    # (name, JSONL line, words the one-line error must contain) — issue 14, defect 5
+    ("no labels", '{"id": "x", "text": "t"}', ["bad.jsonl:1", "'labels'", "[]"]),
+    ("null labels", '{"id": "x", "text": "t", "labels": null}', ["bad.jsonl:1", "'labels'"]),
+    ("labels a string", '{"id": "x", "text": "t", "labels": "claim"}', ["bad.jsonl:1", "must be a list", '"claim"']),
+    ("no text", '{"id": "x", "labels": []}', ["bad.jsonl:1", "missing field 'text'"]),
+    ("no id", '{"text": "t", "labels": []}', ["bad.jsonl:1", "missing field 'id'"]),
+]
+
+
+@pytest.mark.parametrize(("name", "line", "words"), EVAL_INPUT_MISTAKES, ids=[m[0] for m in EVAL_INPUT_MISTAKES])
+def test_eval_input_mistakes_are_one_line_exit_2(
+    tiny_bundle: Path, tmp_path: Path, name: str, line: str, words: list[str]
+) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(line + "\n",
+                   encoding="utf-8")
+    code, out = run_eval(tiny_bundle, "--data", bad, "--report", tmp_path / "r")
+    lines = out.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error: "), out
+    for w in words:
+        assert w in lines[0], (w, out)
+    assert not (tmp_path / "r" / "report.json").exists()
+
+
+def test_eval_report_at_a_file_fails_before_inference(
+    tiny_bundle: Path, tiny_data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sitrep.eval.predictors as predictors
+
+    def no_inference(*a: object, **k: object) -> None:
+        raise AssertionError("the model was loaded before --report was checked")
+
+    monkeypatch.setattr(predictors, "load_predictor", no_inference)
+    existing = tmp_path / "report.md"
+    existing.write_text("x", encoding="utf-8")
+    for target in (existing, existing / "sub"):
+        code, out = run_eval(tiny_bundle, "--data", tiny_data["test"], "--report", target)
+        lines = out.strip().splitlines()
+        assert code == 2 and len(lines) == 1 and lines[0].startswith("error: --report"), out
+        assert "Traceback" not in out
+
+
+def test_topics_label_sets_and_provenance(tiny_bundle: Path, tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    """Issue 14, item 11: a per-topic table, a gold-vs-predicted view by whole label sets, a provenance footer."""
+    rows = [json.loads(x) for x in tiny_data["test"].read_text(encoding="utf-8").splitlines() if x.strip()]
+    for i, r in enumerate(rows):
+        r["topic"] = ("alpha", "beta", "")[i % 3]
+    data = tmp_path / "topics.jsonl"
+    data.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+    report_dir = tmp_path / "report"
+    code, out = run_eval(tiny_bundle, "--data", data, "--report", report_dir)
+    assert code == 0, out
+    report = json.loads((report_dir / "report.json").read_text(encoding="utf-8"))
+    examples = read_examples(data)
+    result = load(tiny_bundle, "onnx-int8").classify([e.text for e in examples])
+    y = label_matrix(examples)
+    pred = np.asarray([[int(x in labels) for x in LABELS] for labels in result.labels])
+    topics = sorted({e.topic or "(no topic)" for e in examples})
+    assert topics == ["(no topic)", "alpha", "beta"] and list(report["per_topic"]) == topics
+    for topic, s in report["per_topic"].items():
+        idx = [i for i, e in enumerate(examples) if (e.topic or "(no topic)") == topic]
+        assert s["n"] == len(idx) and s["macro_f1"] == slice_scores(y[idx], pred[idx])["macro_f1"]
+        assert "macro_f1_ci" in s
+    ls = report["label_sets"]
+    assert sum(ls["outcomes"].values()) == ls["n"] == len(examples)
+    assert ls["outcomes"]["exact"] == int((pred == y).all(axis=1).sum())
+    missed = ((y == 1) & (pred == 0)).any(axis=1)
+    extra = ((y == 0) & (pred == 1)).any(axis=1)
+    assert ls["outcomes"]["missed_and_extra"] == int((missed & extra).sum())
+    assert ls["outcomes"]["missed_only"] == int((missed & ~extra).sum())
+    top = ls["pairs"][0]
+    count = sum(1 for e, labels in zip(examples, result.labels, strict=True)
+                if sorted(e.labels) == sorted(top["gold"]) and labels == top["predicted"])  # fmt: skip
+    assert top["n"] == count == max(r["n"] for r in ls["pairs"])
+    prov = report["provenance"]
+    assert prov["command"] == f"sitrep eval {tiny_bundle} --data {data} --report {report_dir}"
+    assert prov["data_sha256"] == report["data"]["sha256"]
+    bundle = load_bundle(tiny_bundle, verify=False)
+    parity = bundle.manifest.export["parity"]["onnx-int8"]
+    assert prov["model"]["version"] == bundle.version and prov["model"]["runtime"] == "onnx-int8"
+    assert prov["model"]["parity"]["label_agreement"] == parity["label_agreement"]
+    md = (report_dir / "report.md").read_text(encoding="utf-8")
+    html = (report_dir / "report.html").read_text(encoding="utf-8")
+    for page in (md, html):
+        assert "Per topic" in page and "Gold vs predicted label sets" in page and "Provenance" in page
+        assert prov["data_sha256"] in page and "label agreement" in page

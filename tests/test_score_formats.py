@@ -303,3 +303,57 @@ def test_batch_size_defaults_by_where_the_model_runs(tiny_bundle: Path, tmp_path
     assert not torch_cpu.on_gpu and ChunkScorer(torch_cpu).batch_size == CPU_BATCH_SIZE
     with pytest.raises(ScoreError, match="at least 1"):
         ScoreOptions(bundle=tmp_path, input="in.jsonl", output=tmp_path / "out", batch_size=0)
+
+
+def test_lone_surrogate_rows_are_rejects_and_the_job_completes(
+    tiny_bundle: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """Issue 14, defect 1: `"\\ud800"` is valid JSON but no text; it used to crash the tokenizer, every rerun."""
+    good = corpus_rows(tiny_data)[:5]
+    src = tmp_path / "in.jsonl"
+    lines = [json.dumps(r, ensure_ascii=False) for r in good]
+    lines.insert(2, '{"id": "x", "text": "\\ud800 lone"}')  # the escape, exactly as a producer writes it
+    lines.insert(4, '{"id": "y\\udc00", "text": "fine text"}')
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    for documents in (False, True):
+        table, rejects = run(tiny_bundle, src, tmp_path / f"out-{documents}", documents=documents)
+        assert sorted(set(table["id"].to_pylist())) == sorted(r["id"] for r in good)
+        assert [(r["id"], r["reason"]) for r in rejects] == [("x", "invalid_unicode"), ("y\ufffd", "invalid_unicode")]
+        assert "lone surrogate" in rejects[0]["detail"] and rejects[0]["value"] == "\ufffd lone"
+
+
+def test_disk_full_is_one_line_and_the_rerun_resumes(
+    tiny_bundle: Path, tiny_data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 14, defect 4: ENOSPC while writing output → exit 2, one line naming the file and the free space."""
+    import errno
+    import os
+
+    from sitrep.cli import app
+
+    src = write_jsonl(tmp_path / "in.jsonl", corpus_rows(tiny_data)[:40])
+    out = tmp_path / "out"
+    real_fsync = os.fsync
+    shards = 0
+
+    def fsync(fd: int) -> None:  # the third output shard hits a full disk
+        nonlocal shards
+        if "part-" in os.readlink(f"/proc/self/fd/{fd}"):
+            shards += 1
+            if shards == 3:
+                raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    cmd = ["score", str(tiny_bundle), "-i", str(src), "-o", str(out), "-q", "--chunk-rows", "8"]
+    res = CliRunner().invoke(app, cmd)
+    assert res.exit_code == 2, res.output
+    lines = res.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: disk full while writing "), res.output
+    assert str(out / "part-000002.parquet") in lines[0] and "MiB free" in lines[0]
+    assert "Traceback" not in res.output
+    assert not list(out.glob(".*.tmp"))  # the partial shard was removed
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    res = CliRunner().invoke(app, cmd)
+    assert res.exit_code == 0, res.output
+    assert pq.read_table(out).num_rows == 40

@@ -10,6 +10,7 @@ import json
 import shutil
 import subprocess
 import sys
+import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -65,6 +66,7 @@ def server(steep_bundle: Path):
         "SITREP_RUNTIME": "onnx",
         "SITREP_THREADS": "1",
         "SITREP_MAX_WAIT_MS": "5",
+        "SITREP_BODY_TIMEOUT_S": "2",
         **LIMITS,
     }
     with ServerProcess(env, startup_timeout_s=60) as s:
@@ -277,6 +279,18 @@ BAD_INPUTS = [
         "invalid_unicode",
         "items[0].text",
     ),
+    # issue 14, defect 7: the README's codes, not pydantic's
+    ("lone surrogate in id", {"items": [{"id": "a\udc00", "text": "x"}]}, 422, "invalid_unicode", "items[0].id"),
+    (
+        "lone surrogate in lang",
+        {"items": [{"id": "a", "text": "x", "lang": "e\ud800"}]},
+        422,
+        "invalid_unicode",
+        "items[0].lang",
+    ),
+    ("zero-width text", {"items": [{"id": "a", "text": "\u200b\u200c\ufeff \u2060"}]}, 422, "empty_text", "items[0].text"),
+    ("zero-width document", {"items": [{"id": "a", "document": "\u200b\n\u200d"}]}, 422, "empty_document",
+     "items[0].document"),
 ]
 
 
@@ -320,6 +334,10 @@ RAW_INPUTS = [
     ),
     ("no content type", b'{"items": [{"id": "a", "text": "x"}]}', None, 415, "unsupported_media_type"),
     ("empty body", b"", "application/json", 422, "missing_field"),
+    ("deeply nested", b'{"items": ' + b"[" * 30_000 + b"]" * 30_000 + b"}", "application/json", 400,
+     "invalid_json"),
+    ("5000-digit number", b'{"items": [{"id": "a", "text": "x"}], "thresholds": {"claim": ' + b"9" * 5000 + b"}}",
+     "application/json", 400, "invalid_json"),
     (
         "body too large",
         b'{"items": [{"id": "a", "text": "' + b"x" * 70000 + b'"}]}',
@@ -350,6 +368,87 @@ def test_body_too_large_without_content_length(server: ServerProcess) -> None:
     with httpx.Client(base_url=server.url, timeout=30) as c:
         r = c.post("/classify", content=chunks(), headers={"content-type": "application/json"})
     assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
+
+
+def raw_exchange(server: ServerProcess, data: bytes, pause_s: float = 0.0, timeout: float = 30.0) -> bytes:
+    """Send `data` on a fresh connection (optionally then wait), read until the server closes or times out."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=timeout) as sock:
+        sock.sendall(data)
+        if pause_s:
+            time.sleep(pause_s)
+        out = b""
+        try:
+            while chunk := sock.recv(65536):
+                out += chunk
+        except TimeoutError:
+            pass
+    return out
+
+
+def parse_response(raw: bytes) -> tuple[int, dict[str, str], bytes]:
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1])
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return status, headers, body
+
+
+def test_stalled_body_is_cut_with_408(server: ServerProcess, client: httpx.Client) -> None:
+    """Issue 14, defect 3: half a body, then silence: 408 after SITREP_BODY_TIMEOUT_S (2 s here), connection closed."""
+    request = (
+        b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 200\r\n\r\n"
+        b'{"items": [{"id": "a", "te'
+    )
+    t0 = time.monotonic()
+    raw = raw_exchange(server, request, timeout=20)
+    elapsed = time.monotonic() - t0
+    status, headers, body = parse_response(raw)
+    assert status == 408 and headers["connection"] == "close", raw
+    assert json.loads(body)["error"]["code"] == "body_timeout"
+    assert 1.5 < elapsed < 15, elapsed  # cut by the deadline, and the server closed the connection
+    # a slow but steady body (each piece within the deadline, the whole past it) is cut too
+    request = (
+        b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        sock.sendall(request)
+        got = b""
+        for _ in range(8):
+            try:
+                sock.sendall(b"1\r\n \r\n")
+            except OSError:
+                break
+            time.sleep(0.5)
+        sock.settimeout(10)
+        try:
+            while chunk := sock.recv(65536):
+                got += chunk
+        except (TimeoutError, ConnectionResetError):
+            pass
+    assert parse_response(got)[0] == 408, got
+    assert post(client, {"items": [{"id": "a", "text": "Still serving."}]}).status_code == 200
+
+
+MALFORMED_HTTP = [
+    ("bad request line", b"GARBAGE\r\n\r\n"),
+    ("header without colon", b"POST /classify HTTP/1.1\r\nHost: x\r\nNoColonHere\r\n\r\n"),
+    ("content-length not a number", b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n"),
+    ("bad chunk size", b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+     b"Transfer-Encoding: chunked\r\n\r\nzz\r\n{}\r\n0\r\n\r\n"),
+    ("two content-lengths", b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}"),
+]
+
+
+@pytest.mark.parametrize(("name", "data"), MALFORMED_HTTP, ids=[m[0] for m in MALFORMED_HTTP])
+def test_malformed_http_gets_the_json_error_body(server: ServerProcess, name: str, data: bytes) -> None:
+    """Issue 14, defect 7: uvicorn answered these in plain text."""
+    status, headers, body = parse_response(raw_exchange(server, data, timeout=10))
+    assert status == 400 and headers["content-type"] == "application/json", body
+    assert json.loads(body)["error"]["code"] == "invalid_http"
 
 
 def test_unknown_route_and_method(client: httpx.Client) -> None:
@@ -491,3 +590,30 @@ def test_cli_help_and_clear_errors(tmp_path: Path) -> None:
     assert bad.exit_code == 2 and "unknown runtime" in bad.output
     bad = runner.invoke(app, ["bench", "http", str(tmp_path), "--concurrency", "1,x"])
     assert bad.exit_code == 2
+
+
+def test_serve_errors_are_one_line(tiny_bundle: Path, tmp_path: Path) -> None:
+    """Issue 14, defect 6: a bundle without its int8 file, a port in use: one line, exit 2, before loading."""
+    import socket
+
+    bundle = tmp_path / "no-int8"
+    shutil.copytree(tiny_bundle, bundle)
+    (bundle / "onnx" / "model.int8.onnx").unlink()
+    cmd = [sys.executable, "-m", "sitrep.cli", "serve", str(bundle), "--port", "1"]
+    env = {**__import__("os").environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ") and "model.int8.onnx" in lines[0] and "missing" in lines[0]
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        for command in ([sys.executable, "-m", "sitrep.cli", "serve", str(tiny_bundle), "--port", str(port)],
+                        [sys.executable, "-m", "sitrep.serving"]):  # fmt: skip
+            env.update(SITREP_BUNDLE=str(tiny_bundle), SITREP_PORT=str(port), SITREP_HOST="127.0.0.1")
+            proc = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=REPO, env=env)
+            lines = proc.stderr.strip().splitlines()
+            assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+            assert f"cannot listen on 127.0.0.1:{port}" in lines[0] and "in use" in lines[0]
+            assert "Traceback" not in proc.stderr

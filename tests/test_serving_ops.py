@@ -18,6 +18,8 @@ from sitrep.serving.process import ServerProcess
 from tests.test_serving import metric
 
 KEYS = ("key-alpha-7f3e9c", "key-beta-0d21aa")
+ADMIN_KEY = "admin-key-5c1b77"
+ADMIN = {"X-API-Key": ADMIN_KEY}
 
 
 def bundle_copy(src: Path, dst: Path, name: str, version: str) -> Path:
@@ -133,6 +135,7 @@ def keyed_server(bundles: dict[str, Path]):
         "SITREP_BUNDLE": str(bundles["link"]),
         "SITREP_THREADS": "1",
         "SITREP_API_KEYS": ",".join(KEYS),
+        "SITREP_ADMIN_KEYS": ADMIN_KEY,
         "SITREP_MAX_BODY_BYTES": "4096",
     }
     with ServerProcess(env, startup_timeout_s=60) as server:
@@ -162,18 +165,53 @@ def test_api_keys(keyed_server: ServerProcess) -> None:
     assert httpx.get(url + "/v1/model").status_code == 401
     assert httpx.get(url + "/v1/model", headers={"X-API-Key": KEYS[0]}).status_code == 200
     assert httpx.post(url + "/admin/reload").status_code == 401
+    for key in KEYS:  # a /classify key is not an admin key (issue 14, defect 2)
+        r = httpx.post(url + "/admin/reload", json={}, headers={"X-API-Key": key})
+        assert r.status_code == 401 and r.json()["error"]["code"] == "invalid_api_key"
+    r = httpx.post(url + "/classify", json=body, headers=ADMIN)  # nor the other way round
+    assert r.status_code == 401
     for open_path in ("/healthz", "/readyz", "/metrics", "/openapi.json"):
         assert httpx.get(url + open_path).status_code == 200
     log = keyed_server.log()
     assert "/classify" in log  # the access log is on ...
-    for secret in (*KEYS, "wrong-key-123"):  # ... and never shows a key
+    for secret in (*KEYS, ADMIN_KEY, "wrong-key-123"):  # ... and never shows a key
         assert secret not in log
 
 
 def test_admin_needs_configured_keys(tiny_bundle: Path) -> None:
-    with ServerProcess({"SITREP_BUNDLE": str(tiny_bundle), "SITREP_THREADS": "1"}, startup_timeout_s=60) as s:
+    env = {"SITREP_BUNDLE": str(tiny_bundle), "SITREP_THREADS": "1", "SITREP_API_KEYS": KEYS[0]}
+    with ServerProcess(env, startup_timeout_s=60) as s:
         r = httpx.post(s.url + "/admin/reload", json={})
-    assert r.status_code == 403 and r.json()["error"]["code"] == "admin_disabled"
+        assert r.status_code == 403 and r.json()["error"]["code"] == "admin_disabled"
+        # API keys alone do not open the admin routes (issue 14, defect 2)
+        r = httpx.post(s.url + "/admin/reload", json={}, headers={"X-API-Key": KEYS[0]})
+        assert r.status_code == 403 and "SITREP_ADMIN_KEYS" in r.json()["error"]["message"]
+
+
+def test_reload_only_inside_the_models_root(
+    keyed_server: ServerProcess, bundles: dict[str, Path], tmp_path: Path
+) -> None:
+    """Issue 14, defect 2: a bundle outside SITREP_MODELS_ROOT (default: the served bundle's parent) is refused
+    with the same answer whether or not the path exists, and nothing is loaded."""
+    outside = bundle_copy(bundles["v1"], tmp_path / "outside", "tiny-evil", "6.6.6")
+    escape = bundles["v1"].parent / "escape"
+    escape.symlink_to(outside, target_is_directory=True)
+    before = httpx.get(keyed_server.url + "/readyz").json()["model"]
+    messages = set()
+    for target in (str(outside), str(tmp_path / "does-not-exist"), "/etc", str(escape), "../" + outside.parent.name,
+                   str(bundles["v1"].parent), "v2/.."):  # fmt: skip
+        r = httpx.post(keyed_server.url + "/admin/reload", json={"bundle": target}, headers=ADMIN)
+        assert r.status_code == 403, (target, r.text)
+        err = r.json()["error"]
+        assert (err["code"], err["field"]) == ("bundle_not_allowed", "bundle")
+        messages.add(err["message"])
+    assert len(messages) == 1 and "SITREP_MODELS_ROOT" in messages.pop()
+    assert httpx.get(keyed_server.url + "/readyz").json()["model"] == before
+    # inside the root, by relative path, it loads
+    r = httpx.post(keyed_server.url + "/admin/reload", json={"bundle": "v1"}, headers=ADMIN)
+    assert r.status_code == 200 and r.json()["current"]["version"] == "1.0.0", r.text
+    spec = httpx.get(keyed_server.url + "/openapi.json").json()
+    assert {"400", "401", "403", "422"} <= set(spec["paths"]["/admin/reload"]["post"]["responses"])
 
 
 async def _load_during(url: str, texts: list[str], action, seconds_after: float = 1.0, workers: int = 8):
@@ -207,7 +245,7 @@ def test_hot_reload_under_load_fails_no_request(
     keyed_server: ServerProcess, bundles: dict[str, Path], texts: list[str]
 ) -> None:
     async def reload(client: httpx.AsyncClient) -> httpx.Response:
-        return await client.post("/admin/reload", json={"bundle": str(bundles["v2"])})
+        return await client.post("/admin/reload", json={"bundle": str(bundles["v2"])}, headers=ADMIN)
 
     r, seen = asyncio.run(_load_during(keyed_server.url, texts, reload))
     assert r.status_code == 200, r.text
@@ -233,7 +271,7 @@ def test_failed_reload_keeps_serving(keyed_server: ServerProcess, bundles: dict[
         (bundles["broken"], "corrupted"),
         (bundles["v1"].parent / "missing", "not a model bundle"),
     ):
-        r = httpx.post(keyed_server.url + "/admin/reload", json={"bundle": str(target)}, headers=headers)
+        r = httpx.post(keyed_server.url + "/admin/reload", json={"bundle": str(target)}, headers=ADMIN)
         assert r.status_code == 422, r.text
         err = r.json()["error"]
         assert err["code"] == "bundle_invalid" and words in err["message"] and err["field"] == "bundle"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import typer
@@ -12,6 +13,7 @@ RUNTIME_HELP = "onnx-int8 (default), onnx, cuda or torch; ignored for a TF-IDF b
 
 
 def eval_command(
+    ctx: typer.Context,
     bundle: Path = typer.Argument(..., help="Model bundle directory (or a TF-IDF baseline directory)."),
     data: Path = typer.Option(..., "--data", "-d", help="Labeled JSONL: id, text, labels, optional lang."),
     report: Path = typer.Option(
@@ -75,6 +77,7 @@ def eval_command(
             threads=threads,
             n_errors=errors,
             progress=not quiet,
+            command=_command_line(ctx),
         )
         failures = gate_failures(result, fail_under=fail_under, max_regression=max_regression)
     except (EvalError, PredictorError) as exc:
@@ -84,6 +87,20 @@ def eval_command(
         for f in failures:
             typer.secho(f"gate failed: {f}", fg="red", err=True)
         raise typer.Exit(1)
+
+
+def _command_line(ctx: typer.Context) -> str:
+    """The `sitrep eval` command that reproduces this run: the bundle and every option not at its default."""
+    parts = ["sitrep", "eval", shlex.quote(str(ctx.params["bundle"]))]
+    for param in ctx.command.params:
+        if param.name in ("bundle", "quiet") or not getattr(param, "opts", None):
+            continue
+        value = ctx.params.get(param.name)
+        if value is None or value == param.default:
+            continue
+        flag = max(param.opts, key=len)
+        parts += [flag] if value is True else [flag, shlex.quote(str(value))]
+    return " ".join(parts)
 
 
 def _print_summary(report: dict, paths: dict[str, Path]) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from tqdm.auto import tqdm
@@ -59,6 +59,10 @@ class BundlePredictor:
         self.name, self.version, self.runtime = bundle.name, bundle.version, runtime
         self.thresholds = dict(zip(bundle.labels, bundle.thresholds, strict=True))
         self.progress = progress
+        # this runtime's row of the export parity report (agreement with torch), if the bundle has one
+        parity = (bundle.manifest.export.get("parity") or {}).get(runtime)
+        keep = ("label_agreement", "max_abs_prob_diff", "macro_f1_delta", "passed", "recipe")
+        self.parity: dict[str, Any] | None = {k: parity.get(k) for k in keep} if parity else None
 
     def predict(self, texts: list[str], chunk: int = 256) -> Predictions:
         # Chunks only drive the progress bar: the runtime keeps input order within each call.
@@ -94,6 +98,7 @@ class TfidfPredictor:
             raise PredictorError(f"{path}: cannot load the TF-IDF baseline: {exc}") from exc
         self.name, self.version = self.model.name, self.model.version
         self.thresholds = dict(zip(LABELS, self.model.thresholds, strict=True))
+        self.parity: dict[str, Any] | None = None  # one runtime: nothing to compare
 
     def predict(self, texts: list[str]) -> Predictions:
         probs, labels = self.model.predict(texts)

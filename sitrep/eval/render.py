@@ -134,6 +134,79 @@ def per_language_table(report: dict[str, Any]) -> Table:
     return header, rows
 
 
+def per_topic_table(report: dict[str, Any]) -> Table:
+    header = ["topic", "n", "macro-F1", "95% interval", "micro-F1", *(f"F1 {x}" for x in LABELS), "left out of macro"]
+    rows = [
+        [
+            topic,
+            str(s["n"]),
+            f4(s["macro_f1"]),
+            interval(s.get("macro_f1_ci")),
+            f4(s["micro_f1"]),
+            *(f4(s["per_label"][x]["f1"]) for x in LABELS),
+            ", ".join(s["labels_excluded"]) or "",
+        ]
+        for topic, s in (report.get("per_topic") or {}).items()
+    ]
+    return header, rows
+
+
+SET_OUTCOME_TEXT = {
+    "exact": "predicted exactly the gold labels",
+    "missed_only": "missed a gold label, nothing extra",
+    "extra_only": "all gold labels, plus an extra one",
+    "missed_and_extra": "missed one and added another",
+}
+
+
+def _label_set(labels: list[str]) -> str:
+    return " + ".join(labels) if labels else "(none)"
+
+
+def label_set_tables(report: dict[str, Any]) -> tuple[Table, Table]:
+    """Gold vs predicted as whole label sets: the per-sentence outcomes, then the most frequent pairs."""
+    ls = report["label_sets"]
+    n = max(1, ls["n"])
+    outcomes = (
+        ["sentences that…", "n", "share"],
+        [[SET_OUTCOME_TEXT[k], str(v), f"{v / n:.1%}"] for k, v in ls["outcomes"].items()],
+    )
+    pairs = (
+        ["gold labels", "predicted labels", "n", ""],
+        [[_label_set(r["gold"]), _label_set(r["predicted"]), str(r["n"]), "✓" if r["match"] else "✗"]
+         for r in ls["pairs"]],
+    )  # fmt: skip
+    return outcomes, pairs
+
+
+def provenance_lines(report: dict[str, Any]) -> list[str]:
+    """The footer, as plain text lines: command, data hash, models with their parity, sitrep version."""
+    p = report.get("provenance")
+    if not p:
+        return []
+
+    def model(m: dict[str, Any]) -> str:
+        par = m.get("parity")
+        if par:
+            agreement = f"{par['label_agreement']:.4f}" if par.get("label_agreement") is not None else "—"
+            diff = f"{par['max_abs_prob_diff']:.1e}" if par.get("max_abs_prob_diff") is not None else "—"
+            verdict = {True: "passed", False: "not passed"}.get(par.get("passed"), "not checked")
+            parity = f"export parity ({m['runtime']} vs torch): label agreement {agreement}, max |Δp| {diff}, {verdict}"
+        else:
+            parity = "no export parity report for this runtime"
+        return f"{m['name']} {m['version']} ({m['kind']}, runtime {m['runtime']}); {parity}"
+
+    lines = [
+        f"command: {p['command'] or '(not run from the command line)'}",
+        f"data: {report['data']['path']} sha256 {p['data_sha256']}",
+        f"model: {model(p['model'])}",
+    ]
+    if p.get("baseline"):
+        lines.append(f"baseline: {model(p['baseline'])}")
+    lines.append(f"sitrep {p['sitrep_version']}, report created {report['created']}")
+    return lines
+
+
 def console_tables(report: dict[str, Any]) -> list[Table]:
     """What `sitrep eval` prints: the headline and a narrow per-language table."""
     header, rows = per_language_table(report)
@@ -236,6 +309,22 @@ def render_markdown(report: dict[str, Any], plot_files: dict[str, str]) -> str:
         "",
         f"![{FIGURES['language_f1'][1]}]({plot_files['language_f1']})",
         "",
+    ]
+    if report.get("per_topic"):
+        out += ["## Per topic", "", _md_table(per_topic_table(report)), ""]
+    outcomes, pairs = label_set_tables(report)
+    out += [
+        "## Gold vs predicted label sets",
+        "",
+        "Each sentence has a set of gold labels (possibly none) and a set of predicted ones; this compares the "
+        "sets whole, so a sentence with two labels counts once.",
+        "",
+        _md_table(outcomes),
+        "",
+        f"The most frequent (gold, predicted) pairs ({len(pairs[1])} of {report['label_sets']['distinct_pairs']}):",
+        "",
+        _md_table(pairs),
+        "",
         "## Label co-occurrence and confusion",
         "",
         "Rows: gold labels, columns: predicted labels (a sentence counts once per gold x predicted pair; "
@@ -292,6 +381,9 @@ def render_markdown(report: dict[str, Any], plot_files: dict[str, str]) -> str:
                     _md_table((["prob", "id", "lang", "gold", "predicted", "text"], rows), frozenset({5})),
                     "",
                 ]
+    footer = provenance_lines(report)
+    if footer:
+        out += ["---", "", "Provenance:", "", *(f"- {_md_cell(line)}" for line in footer), ""]
     return "\n".join(out) + "\n"
 
 
@@ -365,6 +457,8 @@ def render_html(report: dict[str, Any], pngs: dict[str, bytes]) -> str:
         ("headline", "Headline"),
         ("per-label", "Per label"),
         ("per-language", "Per language"),
+        *([("per-topic", "Per topic")] if report.get("per_topic") else []),
+        ("label-sets", "Label sets"),
         ("labels", "Co-occurrence"),
         ("pr", "PR curves"),
         ("calibration", "Calibration"),
@@ -402,6 +496,18 @@ def render_html(report: dict[str, Any], pngs: dict[str, bytes]) -> str:
         '<h2 id="per-language">Per language</h2>',
         _html_table(per_language_table(report)),
         _img(pngs["language_f1"], FIGURES["language_f1"][1]),
+    ]
+    if report.get("per_topic"):
+        body += ['<h2 id="per-topic">Per topic</h2>', _html_table(per_topic_table(report))]
+    outcomes, pairs = label_set_tables(report)
+    body += [
+        '<h2 id="label-sets">Gold vs predicted label sets</h2>',
+        "<p>Each sentence has a set of gold labels (possibly none) and a set of predicted ones; this compares "
+        "the sets whole, so a sentence with two labels counts once.</p>",
+        _html_table(outcomes),
+        f"<p>The most frequent (gold, predicted) pairs ({len(pairs[1])} of "
+        f"{report['label_sets']['distinct_pairs']}):</p>",
+        _html_table(pairs),
         '<h2 id="labels">Label co-occurrence and confusion</h2>',
         "<p>Rows: gold labels, columns: predicted labels; <code>(none)</code> is no label.</p>",
         _html_table(confusion_table(report)),
@@ -432,6 +538,9 @@ def render_html(report: dict[str, Any], pngs: dict[str, bytes]) -> str:
                 ("false_negatives", "False negatives"),
             ):
                 body += [f"<h4>{head}</h4>", _error_table(report["errors"][label][kind])]
+    footer = provenance_lines(report)
+    if footer:
+        body.append('<footer class="meta"><hr><b>Provenance</b><br>' + "<br>".join(_esc(x) for x in footer) + "</footer>")
     return (
         '<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f"<title>{_esc(title(report))}</title>\n<style>{CSS}</style>\n</head>\n<body>\n"

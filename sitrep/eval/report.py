@@ -20,6 +20,7 @@ slice's ``labels_excluded``, and said in ``notes``.
 from __future__ import annotations
 
 import datetime as dt
+import os
 import time
 from collections import Counter
 from pathlib import Path
@@ -87,12 +88,19 @@ def score(
         per_language[lang] = slice_scores(y[idx], pred[idx])
         per_language[lang]["ece"] = expected_calibration_error(probs[idx], y[idx])
         per_language[lang]["macro_f1_ci"] = bootstrap_macro_f1(y[idx], pred[idx])
+    per_topic: dict[str, Any] = {}
+    if any(e.topic for e in examples):
+        for topic, idx in _groups([e.topic or NO_TOPIC for e in examples]).items():
+            per_topic[topic] = slice_scores(y[idx], pred[idx])
+            per_topic[topic]["macro_f1_ci"] = bootstrap_macro_f1(y[idx], pred[idx])
     out: dict[str, Any] = {
         "thresholds": {k: round(float(v), 4) for k, v in thresholds.items()},
         **{k: overall[k] for k in ("n", "macro_f1", "micro_f1", "labels_averaged", "labels_excluded")},
         "macro_f1_ci": bootstrap_macro_f1(y, pred),
         "per_label": overall["per_label"],
         "per_language": per_language,
+        "per_topic": per_topic,
+        "label_sets": label_sets(y, pred),
         "ece": calib["ece"],
         "calibration": calib,
         "pr_curves": curves,
@@ -102,6 +110,42 @@ def score(
         rows = [{"id": e.id, "lang": e.lang, "text": e.text, "gold": list(e.labels)} for e in examples]
         out["errors"] = worst_errors(probs, y, pred, rows, n_errors)
     return out
+
+
+NO_TOPIC = "(no topic)"
+SET_OUTCOMES = ("exact", "missed_only", "extra_only", "missed_and_extra")
+
+
+def _groups(keys: list[str]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for i, k in enumerate(keys):
+        out.setdefault(k, []).append(i)
+    return dict(sorted(out.items()))
+
+
+def label_sets(y: Any, pred: Any, top: int = 15) -> dict[str, Any]:
+    """Multi-label gold vs predicted, per sentence and by whole label set (not one label against another):
+
+    `outcomes`: how many sentences got exactly their gold set, only missed labels, only extra labels, or
+    both; `pairs`: the most frequent (gold set, predicted set) combinations, with whether they match."""
+    outcomes = dict.fromkeys(SET_OUTCOMES, 0)
+    pairs: Counter[tuple[tuple[str, ...], tuple[str, ...]]] = Counter()
+    for g_row, p_row in zip(y, pred, strict=True):
+        gold = tuple(label for label, v in zip(LABELS, g_row, strict=True) if v)
+        got = tuple(label for label, v in zip(LABELS, p_row, strict=True) if v)
+        missed, extra = set(gold) - set(got), set(got) - set(gold)
+        if missed and extra:
+            outcomes["missed_and_extra"] += 1
+        elif missed or extra:
+            outcomes["missed_only" if missed else "extra_only"] += 1
+        else:
+            outcomes["exact"] += 1
+        pairs[(gold, got)] += 1
+    rows = [
+        {"gold": list(g), "predicted": list(p), "n": n, "match": g == p}
+        for (g, p), n in sorted(pairs.items(), key=lambda kv: (-kv[1], kv[0]))[:top]
+    ]
+    return {"n": len(y), "outcomes": outcomes, "pairs": rows, "distinct_pairs": len(pairs)}
 
 
 def exclusion_notes(section: dict[str, Any]) -> list[str]:
@@ -178,6 +222,7 @@ def build_report(
     data_path: str | Path,
     baseline: Predictor | None = None,
     n_errors: int = 5,
+    command: str | None = None,
 ) -> dict[str, Any]:
     """Run the model (and the baseline) on the examples and assemble report.json's content."""
     texts = [e.text for e in examples]
@@ -206,6 +251,7 @@ def build_report(
         "deltas": None,
         "comparison": [],
     }
+    report["provenance"] = provenance(report, predictor, baseline, command)
     if truncated_ids:
         report["notes"].append(
             f"{len(truncated_ids)} sentence(s) were longer than the model's max length and were truncated "
@@ -219,6 +265,25 @@ def build_report(
         report["baseline"] = {"model": model_info(baseline), "runtime": baseline.runtime, **base}
         report["deltas"], report["comparison"] = compare(main, base)
     return report
+
+
+def provenance(
+    report: dict[str, Any], predictor: Predictor, baseline: Predictor | None, command: str | None
+) -> dict[str, Any]:
+    """What a reader needs to reproduce the report: the command, the data's hash, the exact model and how
+    its runtime's export compared with the reference (the bundle's parity report)."""
+    from sitrep import __version__
+
+    def model(p: Predictor) -> dict[str, Any]:
+        return {**model_info(p), "runtime": p.runtime, "parity": getattr(p, "parity", None)}
+
+    return {
+        "command": command,
+        "data_sha256": report["data"]["sha256"],
+        "model": model(predictor),
+        "baseline": model(baseline) if baseline is not None else None,
+        "sitrep_version": __version__,
+    }
 
 
 def gate_failures(
@@ -261,6 +326,18 @@ def write_report(report: dict[str, Any], out_dir: str | Path) -> dict[str, Path]
     return {"json": out / REPORT_JSON, **write_rendered(report, out)}
 
 
+def check_report_dir(report_dir: Path) -> None:
+    """The report directory exists or can be made, and is writable (EvalError otherwise)."""
+    if report_dir.exists() and not report_dir.is_dir():
+        raise EvalError(f"--report {report_dir} is a file; give a directory (report.json, .md, .html go in it)")
+    try:
+        report_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise EvalError(f"--report {report_dir}: cannot create it ({exc.strerror or exc})") from exc
+    if not os.access(report_dir, os.W_OK):
+        raise EvalError(f"--report {report_dir}: not writable")
+
+
 def run_eval(
     model: str | Path,
     data: str | Path,
@@ -271,16 +348,18 @@ def run_eval(
     threads: int | None = None,
     n_errors: int = 5,
     progress: bool = True,
+    command: str | None = None,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
     """Load, predict, score, write. Raises EvalError / PredictorError for bad input."""
     from sitrep.eval.predictors import load_predictor
 
     if n_errors < 0:
         raise EvalError("--errors must be >= 0")
+    check_report_dir(Path(report_dir))  # before any inference: a bad --report is found at once
     examples = load_examples(data)
     predictor = load_predictor(model, runtime, threads=threads, progress=progress)
     base = None
     if baseline is not None:
         base = load_predictor(baseline, baseline_runtime or runtime, threads=threads, progress=progress)
-    report = build_report(examples, predictor, data, baseline=base, n_errors=n_errors)
+    report = build_report(examples, predictor, data, baseline=base, n_errors=n_errors, command=command)
     return report, write_report(report, report_dir)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,29 +27,49 @@ class CorpusError(ValueError):
 
 
 def read_examples(path: str | Path, langs: list[str] | None = None) -> list[Example]:
-    """Read labeled JSONL (`id`, `text`, `labels`, optional `lang`, `topic`; extra fields are ignored)."""
+    """Read labeled JSONL (`id`, `text`, `labels`, optional `lang`, `topic`; extra fields are ignored).
+
+    Every row needs `labels`, a list (`[]` for a sentence with none of the labels): a row without it is an
+    error, not a silent background sentence, and `"labels": "claim"` is not read as five one-letter labels.
+    """
     p = Path(path)
     out: list[Example] = []
     try:
         for lineno, row in read_jsonl(p):
             try:
-                ex = Example(
-                    id=str(row["id"]),
-                    text=row["text"],
-                    labels=list(row.get("labels") or []),
-                    lang=str(row.get("lang") or "und"),
-                    topic=str(row.get("topic") or ""),
-                )
-                if not isinstance(ex.text, str) or not ex.text.strip():
-                    raise CorpusError("empty or non-string text")
-                check_labels(ex.labels)
-            except (KeyError, TypeError, ValueError, AttributeError) as exc:
+                ex = _example(row)
+                if langs is None or ex.lang in langs:
+                    out.append(ex)
+            except CorpusError as exc:
                 raise CorpusError(f"{p}:{lineno}: {exc}") from exc
-            if langs is None or ex.lang in langs:
-                out.append(ex)
     except JsonlError as exc:
         raise CorpusError(str(exc)) from exc
     return out
+
+
+def _example(row: dict) -> Example:
+    if not isinstance(row, dict):
+        raise CorpusError(f"a line must be a JSON object, got {type(row).__name__}")
+    missing = [k for k in ("id", "text", "labels") if row.get(k) is None]
+    if missing:
+        hint = " (use [] for a sentence with no label)" if "labels" in missing else ""
+        raise CorpusError(f"missing field{'s' if len(missing) > 1 else ''} {', '.join(map(repr, missing))}{hint}")
+    if not isinstance(row["text"], str) or not row["text"].strip():
+        raise CorpusError("'text' must be a non-empty string")
+    labels = row["labels"]
+    if not isinstance(labels, list) or not all(isinstance(x, str) for x in labels):
+        raise CorpusError(f"'labels' must be a list of label names, got {json.dumps(labels, ensure_ascii=False)[:80]}")
+    try:
+        check_labels(labels)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CorpusError(str(exc)) from exc
+    return Example(
+        id=str(row["id"]),
+        text=row["text"],
+        labels=list(labels),
+        lang=str(row.get("lang") or "und"),
+        topic=str(row.get("topic") or ""),
+    )
 
 
 def read_many(paths: str | Path | list[str] | list[Path], langs: list[str] | None = None) -> list[Example]:

@@ -29,7 +29,25 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["Sentence", "split_sentences"]
+__all__ = ["Sentence", "is_blank", "lone_surrogate", "split_sentences"]
+
+
+# Characters that show nothing: a text made only of them (and whitespace) is blank.
+INVISIBLE = frozenset("\u200b\u200c\u200d\u2060\ufeff\u200e\u200f\u00ad\u180e\u2061\u2062\u2063\u2064")
+
+
+def is_blank(text: str) -> bool:
+    """True when `text` holds nothing but whitespace and invisible characters (zero-width space, ZWNJ, BOM…)."""
+    return all(c.isspace() or c in INVISIBLE for c in text)
+
+
+def lone_surrogate(text: str) -> int | None:
+    """The index of the first lone surrogate (valid in JSON as `"\\ud800"`, not Unicode text), or None."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
 
 
 @dataclass(frozen=True)

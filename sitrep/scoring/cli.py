@@ -5,7 +5,9 @@ Also runnable on its own: ``python -m sitrep.scoring.cli score BUNDLE -i IN -o O
 
 from __future__ import annotations
 
+import errno
 import json
+import shutil
 from pathlib import Path
 
 import typer
@@ -121,6 +123,10 @@ def score(
             raise ScoreError(f"--engine must be 'local' or 'ray', not {engine!r}")
     except (ScoreError, BundleError, RuntimeUnavailable) as exc:
         raise fail(str(exc)) from exc
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        raise fail(disk_full_message(exc, output)) from exc
     except KeyboardInterrupt as exc:
         raise fail("interrupted; run the same command again to resume", 130) from exc
     if summary_json is not None:
@@ -134,6 +140,22 @@ def score(
         )
     if summary.rejects:
         typer.echo(f"rejected rows and reasons: {Path(summary.output) / '_rejects.jsonl'}")
+
+
+def disk_full_message(exc: OSError, output: Path) -> str:
+    """One line for a full disk: the file being written and what is left on its filesystem."""
+    path = Path(exc.filename) if exc.filename else output
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    try:
+        free = f"{shutil.disk_usage(probe).free / 2**20:.1f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return (
+        f"disk full while writing {path} ({free} on that filesystem); "
+        "free some space and run the same command again to resume"
+    )
 
 
 def register(app: typer.Typer, bench: typer.Typer) -> None:

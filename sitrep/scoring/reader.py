@@ -28,6 +28,7 @@ from sitrep.scoring.rejects import (
     BAD_ID,
     INVALID_CSV_ROW,
     INVALID_JSON,
+    INVALID_UNICODE,
     MISSING,
     Reject,
     check_id,
@@ -223,7 +224,7 @@ def validate_row(
         reason, detail = check_text(text_value, text_column)
     if reason is None:
         return CheckedRow(ident, text_value, None, source, row, line, after)
-    rid = ident if ident is not None else (preview(id_value) if reason == BAD_ID else None)
+    rid = ident if ident is not None else (preview(id_value) if reason in (BAD_ID, INVALID_UNICODE) else None)
     reject = Reject(rid, reason, detail or reason, source, row, line, preview(text_value))
     return CheckedRow(None, None, reject, source, row, line, after)
 

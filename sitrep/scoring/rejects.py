@@ -16,6 +16,8 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from sitrep.models.text import lone_surrogate
+
 MISSING_ID = "missing_id"
 BAD_ID = "bad_id"
 MISSING_TEXT = "missing_text"
@@ -24,6 +26,7 @@ NON_TEXT = "non_text"
 INVALID_JSON = "invalid_json"
 INVALID_CSV_ROW = "invalid_csv_row"
 NO_SENTENCES = "no_sentences"
+INVALID_UNICODE = "invalid_unicode"
 REASONS = (
     MISSING_ID,
     BAD_ID,
@@ -33,6 +36,7 @@ REASONS = (
     INVALID_JSON,
     INVALID_CSV_ROW,
     NO_SENTENCES,
+    INVALID_UNICODE,
 )
 
 PREVIEW_CHARS = 200
@@ -61,11 +65,15 @@ class Reject:
 
 
 def preview(value: Any) -> str | None:
-    """A short, printable form of an offending value (text is kept as is, only cut)."""
+    """A short, printable form of an offending value (text is kept as is, only cut; lone surrogates
+    become U+FFFD so that the rejects file stays valid UTF-8)."""
     if value is MISSING or value is None:
         return None
     s = value if isinstance(value, str) else repr(value)
+    if lone_surrogate(s) is not None:
+        s = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in s)
     return s if len(s) <= PREVIEW_CHARS else s[:PREVIEW_CHARS] + "…"
+
 
 
 def check_id(value: Any, column: str) -> tuple[str | None, str | None, str | None]:
@@ -79,6 +87,9 @@ def check_id(value: Any, column: str) -> tuple[str | None, str | None, str | Non
     s = value if isinstance(value, str) else str(value)
     if not s.strip():
         return None, MISSING_ID, f"{column!r} is empty"
+    bad = lone_surrogate(s)
+    if bad is not None:
+        return None, INVALID_UNICODE, f"{column!r} holds a lone surrogate at character {bad}"
     return s, None, None
 
 
@@ -92,4 +103,7 @@ def check_text(value: Any, column: str) -> tuple[str | None, str | None]:
         return NON_TEXT, f"{column!r} must be a string, got {type(value).__name__}"
     if not value.strip():
         return EMPTY_TEXT, f"{column!r} is empty or whitespace"
+    bad = lone_surrogate(value)
+    if bad is not None:  # valid JSON ("\\ud800"), but not text: the tokenizer cannot take it
+        return INVALID_UNICODE, f"{column!r} holds a lone surrogate at character {bad}"
     return None, None

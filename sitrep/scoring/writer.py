@@ -187,9 +187,14 @@ class OutputJob:
             self._write_shard(shard, table)
         if rejects:
             data = "".join(r.to_json_line() for r in rejects).encode("utf-8")
-            self._rejects.write(data)
-            self._rejects.flush()
-            os.fsync(self._rejects.fileno())
+            try:
+                self._rejects.write(data)
+                self._rejects.flush()
+                os.fsync(self._rejects.fileno())
+            except OSError as exc:
+                if exc.filename is None:
+                    exc.filename = str(self.root / REJECTS)
+                raise
             self._rejects_end += len(data)
         c = Commit(
             chunk_index,
@@ -217,6 +222,17 @@ class OutputJob:
 
     def _write_shard(self, name: str, table: pa.Table) -> None:
         tmp = self.root / f".{name}.tmp"
+        try:
+            self._write_tmp(tmp, table)
+        except OSError as exc:
+            tmp.unlink(missing_ok=True)  # a partial shard must not fill what space is left
+            if exc.filename is None:
+                exc.filename = str(self.root / name)
+            raise
+        os.replace(tmp, self.root / name)
+        fsync_dir(self.root)
+
+    def _write_tmp(self, tmp: Path, table: pa.Table) -> None:
         with tmp.open("wb") as f:
             if self.output_format == "parquet":
                 import pyarrow.parquet as pq
@@ -226,13 +242,16 @@ class OutputJob:
                 f.write(table_to_jsonl(table).encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, self.root / name)
-        fsync_dir(self.root)
 
     def _append_commit(self, record: dict[str, Any]) -> None:
-        self._commits.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
-        self._commits.flush()
-        os.fsync(self._commits.fileno())
+        try:
+            self._commits.write((json.dumps(record, ensure_ascii=False) + "\n").encode("utf-8"))
+            self._commits.flush()
+            os.fsync(self._commits.fileno())
+        except OSError as exc:
+            if exc.filename is None:
+                exc.filename = str(self.root / COMMITS)
+            raise
 
 
 def _read_commit_log(path: Path) -> tuple[list[Commit], dict[str, Any] | None]:

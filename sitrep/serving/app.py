@@ -1,8 +1,7 @@
 """The FastAPI app: routes, request limits, and the lifespan (load → warm → ready → drain).
 
     from sitrep.serving.app import create_app
-    from sitrep.serving.service import ServiceState
-from sitrep.serving.settings import Settings
+    from sitrep.serving.settings import Settings
     app = create_app(Settings(bundle="artifacts/models/default"))   # then run it with uvicorn
 
 Routes: POST /classify, GET /healthz, /readyz, /metrics, /v1/model, POST /admin/reload; the OpenAPI
@@ -16,13 +15,19 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Body, Depends, FastAPI
-from fastapi.responses import JSONResponse, Response
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.middleware.gzip import GZipMiddleware
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
 
-from sitrep.serving import auth
+from sitrep import __version__
+from sitrep.serving import auth, context
 from sitrep.serving.batcher import Overloaded, TooManyTokens
+from sitrep.serving.context import RequestContextMiddleware
 from sitrep.serving.errors import ApiError, error_response, install_error_handlers
 from sitrep.serving.guard import RequestGuard
-from sitrep.serving.lifecycle import ReloadError
+from sitrep.serving.lifecycle import BundleNotAllowed, LoadedModel, ReloadError, allowed_bundle
 from sitrep.serving.planning import Limits, build_results, plan_request, threshold_cut, too_long_error
 from sitrep.serving.prometheus import CONTENT_TYPE_LATEST, HttpMetricsMiddleware
 from sitrep.serving.schemas import (
@@ -43,22 +48,45 @@ log = logging.getLogger("sitrep.serving")
 ROUTES = frozenset(
     {"/classify", "/healthz", "/readyz", "/metrics", "/v1/model", "/admin/reload", "/openapi.json", "/docs"}
 )
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, preloaded: LoadedModel | None = None) -> FastAPI:
     settings = settings or Settings()
-    state = ServiceState(settings)
+    state = ServiceState(settings, preloaded)
     keys = settings.key_values()
+    admin_keys = settings.admin_key_values()
 
     app = FastAPI(
         title="sitrep",
-        version="1",
+        version=__version__,
         description=DESCRIPTION,
         lifespan=state.lifespan,
+        docs_url=None,  # served below from local assets: /docs works offline
+        redoc_url=None,
         responses={500: {"model": ErrorResponse, "description": "A server fault (never a client mistake)."}},
     )
     app.state.sitrep = state
     install_error_handlers(app)
-    app.add_middleware(RequestGuard, max_body_bytes=settings.max_body_bytes, api_keys=keys)
+    # outermost last: request id → metrics → CORS → gzip → guard → routes
+    app.add_middleware(
+        RequestGuard,
+        max_body_bytes=settings.max_body_bytes,
+        api_keys=keys,
+        admin_keys=admin_keys,
+        body_timeout_s=settings.body_timeout_s,
+    )
+    if settings.gzip:
+        app.add_middleware(GZipMiddleware, minimum_size=1024)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Content-Encoding", "X-Request-ID"],
+            expose_headers=["X-Request-ID", "Server-Timing", "Retry-After"],
+            max_age=600,
+        )
     app.add_middleware(HttpMetricsMiddleware, metrics=state.metrics, routes=ROUTES)
+    app.add_middleware(RequestContextMiddleware)
+    _mount_docs(app)
 
     errors = ERROR_RESPONSES
 
@@ -135,21 +163,35 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         "/admin/reload",
         response_model=ReloadResponse,
         summary="Load another bundle (or the configured one again) and swap to it once warm",
-        dependencies=[Depends(auth.require_key("/admin/reload", keys))],
+        dependencies=[Depends(auth.require_key("/admin/reload", keys, admin_keys))],
         responses={
+            400: errors[400],
             401: errors[401],
-            403: {"model": ErrorResponse, "description": "No API keys configured."},
+            403: {
+                "model": ErrorResponse,
+                "description": "No admin keys configured (`admin_disabled`), or the bundle is outside the "
+                "models root (`bundle_not_allowed`).",
+            },
+            408: errors[408],
+            413: errors[413],
+            415: errors[415],
             422: {"model": ErrorResponse, "description": "The bundle could not be loaded; nothing changed."},
         },
     )
     async def admin_reload(request: ReloadRequest | None = Body(None)) -> dict[str, Any]:
         """Requests already accepted finish on the old model; new ones get the new model once it is warm.
 
+        `bundle` must lie inside the models root (SITREP_MODELS_ROOT, default the parent of SITREP_BUNDLE);
+        a relative path is taken relative to it. Needs a key from SITREP_ADMIN_KEYS.
         Also triggered by `kill -HUP <pid>` (reloads SITREP_BUNDLE, e.g. after moving a symlink).
         """
-        target = Path(request.bundle) if request is not None and request.bundle else None
+        target: Path | None = None
         try:
+            if request is not None and request.bundle:
+                target = allowed_bundle(request.bundle, settings.reload_root)
             previous, current = await state.models.reload(target)
+        except BundleNotAllowed as exc:
+            raise ApiError(403, "bundle_not_allowed", str(exc), "bundle") from exc
         except ReloadError as exc:
             raise ApiError(
                 422, "bundle_invalid", f"reload failed, still serving the previous model: {exc}", "bundle"
@@ -167,6 +209,31 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     app.openapi = openapi_with_limits  # type: ignore[method-assign]
     return app
+
+
+DOCS_ASSETS = "/docs-assets"
+
+
+def _mount_docs(app: FastAPI) -> None:
+    """/docs (Swagger UI) from the assets of the `swagger-ui-bundle` package: nothing is fetched from a CDN.
+    Without the package (not a `serve` install) it falls back to FastAPI's CDN links."""
+    try:
+        from swagger_ui_bundle import swagger_ui_path
+    except ImportError:  # pragma: no cover - the serve extra pins it
+        swagger_ui_path = None
+    if swagger_ui_path is not None:
+        app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
+        assets = {
+            "swagger_js_url": f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+            "swagger_css_url": f"{DOCS_ASSETS}/swagger-ui.css",
+            "swagger_favicon_url": f"{DOCS_ASSETS}/favicon-32x32.png",
+        }
+    else:
+        assets = {}
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="sitrep — API docs", **assets)
 
 
 # --- POST /classify ----------------------------------------------------------------------------
@@ -192,5 +259,8 @@ async def _classify(state: ServiceState, request: ClassifyRequest) -> Response:
         )
     except TooManyTokens as exc:
         raise too_long_error(request.items, plan, exc.position, exc.max_tokens) from exc
+    ctx = context.current()
+    if ctx is not None:
+        ctx.timings.update(queue=result.queue_s, model=result.model_s)
     results = build_results(request.items, plan, result.probs, result.labels, result.truncated)
     return JSONResponse({"model": result.model.info(), "results": results})

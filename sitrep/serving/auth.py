@@ -1,4 +1,6 @@
-"""Optional API keys (`SITREP_API_KEYS`): `Authorization: Bearer KEY` or `X-API-Key: KEY`.
+"""Optional API keys (`SITREP_API_KEYS`): `Authorization: Bearer KEY` or `X-API-Key: KEY`. Admin routes take
+only keys from `SITREP_ADMIN_KEYS` (a separate list: a /classify key is not an admin key) and answer 403 when
+there are none.
 
 Keys are compared in constant time and never logged or echoed; an error says only that the key is
 missing or wrong. The check runs in `guard.RequestGuard` before the body is read; the FastAPI
@@ -45,17 +47,19 @@ def key_is_valid(key: str | None, keys: list[str]) -> bool:
     return ok
 
 
-def check(path: str, key: str | None, keys: list[str]) -> ApiError | None:
+def check(path: str, key: str | None, keys: list[str], admin_keys: list[str] | None = None) -> ApiError | None:
     """None if the request may go on, else the error to answer with."""
     admin = path.startswith(ADMIN_PREFIX)
     if not path.startswith(PROTECTED_PREFIXES):
         return None
-    if admin and not keys:
-        return ApiError(
-            403,
-            "admin_disabled",
-            "admin endpoints need SITREP_API_KEYS to be set (or send SIGHUP to reload the configured bundle)",
-        )
+    if admin:
+        keys = admin_keys or []
+        if not keys:
+            return ApiError(
+                403,
+                "admin_disabled",
+                "admin endpoints need SITREP_ADMIN_KEYS to be set (or send SIGHUP to reload the configured bundle)",
+            )
     if not keys:
         return None
     if key is None:
@@ -67,12 +71,15 @@ def check(path: str, key: str | None, keys: list[str]) -> ApiError | None:
         )
     if not key_is_valid(key, keys):
         return ApiError(
-            401, "invalid_api_key", "the API key is not valid", headers={"WWW-Authenticate": "Bearer"}
+            401,
+            "invalid_api_key",
+            "the key is not an admin key" if admin else "the API key is not valid",
+            headers={"WWW-Authenticate": "Bearer"},
         )
     return None
 
 
-def require_key(path: str, keys: list[str]) -> Callable[..., None]:
+def require_key(path: str, keys: list[str], admin_keys: list[str] | None = None) -> Callable[..., None]:
     """A route dependency enforcing the key (and documenting both schemes in OpenAPI)."""
 
     def dependency(
@@ -80,7 +87,7 @@ def require_key(path: str, keys: list[str]) -> Callable[..., None]:
         header: str | None = Security(_header),
     ) -> None:
         authorization = f"{bearer.scheme} {bearer.credentials}" if bearer else None
-        error = check(path, presented_key(authorization, header), keys)
+        error = check(path, presented_key(authorization, header), keys, admin_keys)
         if error is not None:
             raise error
 

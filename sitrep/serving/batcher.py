@@ -69,6 +69,8 @@ class JobResult:
     labels: list[list[str]]
     truncated: list[bool]
     model: LoadedModel
+    queue_s: float = 0.0  # waited in the queue before its runtime call began
+    model_s: float = 0.0  # the runtime call it was part of (tokenize + model + calibration)
 
 
 @dataclass(eq=False)
@@ -225,7 +227,8 @@ class Batcher:
             log.exception("runtime call failed for a batch of %d sentences", total)
             outcomes = [exc] * len(jobs)
         finally:
-            self.metrics.inference.observe(time.perf_counter() - now)
+            model_s = time.perf_counter() - now
+            self.metrics.inference.observe(model_s)
             self._accepted_sentences -= total
             self._gauges()
         for job, outcome in zip(jobs, outcomes, strict=True):
@@ -234,6 +237,7 @@ class Batcher:
             if isinstance(outcome, BaseException):
                 job.future.set_exception(outcome)
             else:
+                outcome.queue_s, outcome.model_s = now - job.enqueued, model_s
                 self.metrics.observe_labels(outcome.labels, outcome.truncated)
                 job.future.set_result(outcome)
 

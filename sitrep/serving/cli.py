@@ -54,6 +54,8 @@ def serve(
     from pydantic import ValidationError
 
     from sitrep.models.bundle import BundleError
+    from sitrep.models.runtime import RuntimeUnavailable
+    from sitrep.serving.server import ServeError
     from sitrep.serving.server import serve as run_server
     from sitrep.serving.settings import Settings
 
@@ -79,7 +81,7 @@ def serve(
         run_server(settings)
     except ValidationError as exc:
         raise fail("; ".join(f"{'.'.join(map(str, err['loc']))}: {err['msg']}" for err in exc.errors())) from exc
-    except BundleError as exc:
+    except (BundleError, RuntimeUnavailable, ServeError) as exc:
         raise fail(f"{exc}") from exc
 
 

@@ -34,7 +34,11 @@ _CODES = {
     "greater_than_equal": "out_of_range",
     "less_than_equal": "out_of_range",
     "json_invalid": "invalid_json",
+    "string_unicode": "invalid_unicode",
 }
+# FastAPI's answer when json.loads raises something other than a JSONDecodeError (nesting deeper than the
+# recursion limit, an integer over 4300 digits): still a body that is not usable JSON.
+_PARSE_FAILURE = "There was an error parsing the body"
 _HTTP_CODES = {
     400: "bad_request",
     401: "unauthorized",
@@ -129,12 +133,20 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == _PARSE_FAILURE:
+            return error_response(
+                400,
+                "invalid_json",
+                "the body is not usable JSON: nested too deeply or a number with too many digits",
+            )
         code = _HTTP_CODES.get(exc.status_code, "client_error" if exc.status_code < 500 else "server_error")
         return error_response(exc.status_code, code, str(exc.detail), None, dict(exc.headers or {}))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.error("unhandled error on %s %s: %r", request.method, request.url.path, exc)
+        from sitrep.serving.context import request_id
+
+        log.error("unhandled error on %s %s (request_id=%s): %r", request.method, request.url.path, request_id(), exc)
         return error_response(
             500, "internal_error", "the server failed to answer this request; it was logged"
         )

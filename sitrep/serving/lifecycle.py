@@ -26,6 +26,26 @@ class ReloadError(RuntimeError):
     """The new bundle could not be loaded; the old model keeps serving."""
 
 
+class BundleNotAllowed(ReloadError):
+    """The requested bundle is outside the models root (SITREP_MODELS_ROOT)."""
+
+
+def allowed_bundle(requested: str, root: Path) -> Path:
+    """`requested` (absolute, or relative to `root`) as a resolved path inside `root`, else BundleNotAllowed.
+
+    Resolving first means neither `..` nor a symlink leads out of the root; the error is the same whether
+    or not the path exists, so it tells a caller nothing about the server's files.
+    """
+    path = Path(requested)
+    resolved = (path if path.is_absolute() else root / path).resolve()
+    if resolved == root or not resolved.is_relative_to(root):
+        raise BundleNotAllowed(
+            "the bundle must be a directory inside the models root (SITREP_MODELS_ROOT); "
+            "send its path relative to that root"
+        )
+    return resolved
+
+
 @dataclass(frozen=True, eq=False)
 class LoadedModel:
     classifier: Classifier
@@ -66,9 +86,11 @@ class ModelManager:
     def loaded(self) -> bool:
         return self._current is not None
 
-    async def start(self) -> LoadedModel:
-        """Load the configured bundle at startup (errors propagate: the service must not start)."""
-        model = await asyncio.to_thread(load_model, self.settings.bundle, self.settings)
+    async def start(self, preloaded: LoadedModel | None = None) -> LoadedModel:
+        """Load the configured bundle at startup (errors propagate: the service must not start).
+
+        `preloaded`: the model `server.serve` loaded before binding (so a broken bundle is one line)."""
+        model = preloaded or await asyncio.to_thread(load_model, self.settings.bundle, self.settings)
         self._install(model)
         return model
 

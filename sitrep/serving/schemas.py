@@ -8,6 +8,7 @@ from pydantic import BaseModel, ConfigDict, Field, Strict, create_model, field_v
 from pydantic_core import PydanticCustomError
 
 from sitrep.models.labels import LABELS
+from sitrep.models.text import is_blank
 
 EXAMPLE_TEXT_EN = "The group said in a Telegram statement that its fighters struck the base with two drones."
 EXAMPLE_TEXT_AR = "قالت خلية الإعلام الأمني إن الدفاعات الجوية أسقطت طائرة مسيرة قرب المطار"
@@ -22,7 +23,7 @@ EXAMPLE_DOCUMENT = (
 def _non_blank_string_schema(schema: dict[str, Any]) -> None:
     """JSON schema of an optional, non-null, non-blank string: no `default: null`, a non-space character."""
     schema.pop("default", None)
-    schema["pattern"] = r"\S"  # what `_not_blank` checks
+    schema["pattern"] = r"[^\s\u00ad\u180e\u200b-\u200f\u2060-\u2064\ufeff]"  # what `_not_blank` checks
 
 
 def _optional_string_schema(schema: dict[str, Any]) -> None:
@@ -30,8 +31,8 @@ def _optional_string_schema(schema: dict[str, Any]) -> None:
 
 
 def _not_blank(value: str | None, what: str) -> str | None:
-    if value is not None and not value.strip():
-        raise PydanticCustomError(f"empty_{what}", f"`{what}` must contain at least one non-space character")
+    if value is not None and is_blank(value):  # whitespace, zero-width spaces, ZWNJ, BOM…: nothing to classify
+        raise PydanticCustomError(f"empty_{what}", f"`{what}` must contain at least one visible character")
     return value
 
 
@@ -269,7 +270,7 @@ class ErrorResponse(BaseModel):
                     "error": {
                         "code": "empty_text",
                         "field": "items[0].text",
-                        "message": "`text` must contain at least one non-space character",
+                        "message": "`text` must contain at least one visible character",
                     }
                 }
             ]
@@ -285,7 +286,8 @@ class ReloadRequest(BaseModel):
     bundle: str | None = Field(
         None,
         min_length=1,
-        description="Bundle directory on the server; default: the configured SITREP_BUNDLE.",
+        description="Bundle directory inside the models root (SITREP_MODELS_ROOT), relative to it or absolute; "
+        "default: the configured SITREP_BUNDLE.",
     )
 
 
@@ -320,13 +322,17 @@ API keys, send `Authorization: Bearer KEY` or `X-API-Key: KEY`.
 
 # The error responses the routes document in the OpenAPI schema.
 ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
-    400: {"model": ErrorResponse, "description": "Invalid JSON or invalid UTF-8."},
+    400: {"model": ErrorResponse, "description": "Invalid JSON, invalid UTF-8, invalid gzip or invalid HTTP."},
     401: {
         "model": ErrorResponse,
         "description": "Missing or invalid API key (when keys are configured).",
     },
+    408: {"model": ErrorResponse, "description": "The body did not arrive within SITREP_BODY_TIMEOUT_S."},
     413: {"model": ErrorResponse, "description": "Body over SITREP_MAX_BODY_BYTES."},
-    415: {"model": ErrorResponse, "description": "Body not sent as application/json."},
+    415: {
+        "model": ErrorResponse,
+        "description": "Body not sent as application/json, or with a Content-Encoding other than gzip.",
+    },
     422: {
         "model": ErrorResponse,
         "description": "A field is missing, empty, of the wrong type or over a limit.",

@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sitrep.serving.batcher import BatchConfig, Batcher
-from sitrep.serving.lifecycle import ModelManager, ReloadError
+from sitrep.serving.lifecycle import LoadedModel, ModelManager, ReloadError
 from sitrep.serving.prometheus import Metrics
 from sitrep.serving.settings import Settings
 
@@ -22,8 +22,9 @@ log = logging.getLogger("sitrep.serving")
 class ServiceState:
     """What the routes share: settings, metrics, the model manager, the batcher, readiness."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, preloaded: LoadedModel | None = None) -> None:
         self.settings = settings
+        self.preloaded = preloaded
         self.metrics = Metrics()
         self.models = ModelManager(settings, self.metrics)
         self.batcher: Batcher | None = None
@@ -47,7 +48,8 @@ class ServiceState:
 
     @asynccontextmanager
     async def lifespan(self, app: Any = None) -> AsyncIterator[None]:
-        model = await self.models.start()
+        model = await self.models.start(self.preloaded)
+        self.preloaded = None
         log.info(
             "serving %s %s with %s (%d intra-op threads), batching %s",
             model.name,

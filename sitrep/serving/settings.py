@@ -73,6 +73,12 @@ class Settings(BaseSettings):
         ),
     )
     max_body_bytes: int = Field(1_048_576, ge=1, description="Largest request body (bytes); beyond it, 413.")
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest time a request body may take to arrive, from its first byte; beyond it, 408 and "
+        "the connection is closed (a client that sends half a body holds nothing for long).",
+    )
 
     # --- security ---------------------------------------------------------------------------
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
@@ -80,8 +86,28 @@ class Settings(BaseSettings):
         description=(
             "Comma-separated API keys. When set, /classify, /v1/model and /admin/* need "
             "`Authorization: Bearer KEY` or `X-API-Key: KEY`; /healthz, /readyz and /metrics stay open. "
-            "Admin endpoints always need a key."
+            "Admin endpoints need a key from SITREP_ADMIN_KEYS."
         ),
+    )
+    admin_keys: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated admin keys, for /admin/* only (a /classify key is not an admin key). "
+        "Unset: admin endpoints answer 403.",
+    )
+    models_root: Path | None = Field(
+        None,
+        description="`/admin/reload` loads only bundles inside this directory (default: the parent of "
+        "SITREP_BUNDLE); a relative `bundle` is taken relative to it.",
+    )
+
+    # --- HTTP conveniences -------------------------------------------------------------------
+    gzip: bool = Field(
+        True, description="Gzip responses of 1 KiB or more for clients that send `Accept-Encoding: gzip`."
+    )
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Comma-separated origins allowed to call the API from a browser (`*` for any); "
+        "empty (the default): no CORS headers, browsers refuse cross-origin calls.",
     )
 
     # --- process ----------------------------------------------------------------------------
@@ -93,7 +119,7 @@ class Settings(BaseSettings):
     log_level: str = Field("info", description="Python logging level for the service.")
     access_log: bool = Field(True, description="Log one line per request (never headers or keys).")
 
-    @field_validator("api_keys", mode="before")
+    @field_validator("api_keys", "admin_keys", "cors_origins", mode="before")
     @classmethod
     def _split_keys(cls, value: object) -> object:
         if isinstance(value, str):
@@ -121,3 +147,12 @@ class Settings(BaseSettings):
 
     def key_values(self) -> list[str]:
         return [k.get_secret_value() for k in self.api_keys]
+
+    def admin_key_values(self) -> list[str]:
+        return [k.get_secret_value() for k in self.admin_keys]
+
+    @property
+    def reload_root(self) -> Path:
+        """The directory `/admin/reload` may load bundles from (resolved: symlinks cannot lead out of it)."""
+        root = self.models_root if self.models_root is not None else self.bundle.absolute().parent
+        return root.resolve()
