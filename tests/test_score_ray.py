@@ -11,6 +11,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from sitrep.models.bundle import load_bundle
 from sitrep.scoring.engine_local import score_local
 from sitrep.scoring.job import MANIFEST, REJECTS
 from sitrep.scoring.options import ScoreError, ScoreOptions
@@ -57,7 +58,7 @@ def both_engines(
     return lt.sort_by(keys), rt.sort_by(keys), lr, rr
 
 
-def assert_same_rows(local: pa.Table, ray_: pa.Table) -> None:
+def assert_same_rows(local: pa.Table, ray_: pa.Table, thresholds: list[float]) -> None:
     assert ray_.schema.equals(local.schema)
     assert ray_.num_rows == local.num_rows
     for col in local.column_names:
@@ -90,7 +91,7 @@ def test_ray_engine_matches_local_engine_row_for_row(
     pq.write_table(pa.Table.from_pylist([*rows[2 * n :], {"id": "bad-2", "text": None}]), src / "c.parquet")
     local, ray_, lrej, rrej = both_engines(tiny_bundle, src, tmp_path, include_text=True)
     assert local.num_rows == len(rows)
-    assert_same_rows(local, ray_)
+    assert_same_rows(local, ray_, load_bundle(tiny_bundle).thresholds)
     assert len(lrej) == 4 and reject_keys(rrej) == reject_keys(lrej)
     manifest = json.loads((tmp_path / "out-ray" / MANIFEST).read_text())
     assert manifest["done"]["rows"] == len(rows) + 4 and manifest["job"]["engine"] == "ray"
@@ -121,5 +122,5 @@ def test_ray_engine_documents_match_local(
     src.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in docs), encoding="utf-8")
     local, ray_, lrej, rrej = both_engines(tiny_bundle, src, tmp_path, documents=True)
     assert local.num_rows > len(docs)
-    assert_same_rows(local, ray_)
+    assert_same_rows(local, ray_, load_bundle(tiny_bundle).thresholds)
     assert [r["reason"] for r in rrej] == [r["reason"] for r in lrej] == ["no_sentences"]

@@ -85,3 +85,21 @@ def subset(src: Path, dst: Path, n: int) -> Path:
         i += 1
     dst.write_text("\n".join(picked) + "\n", encoding="utf-8")
     return dst
+
+
+def assert_labels_agree(a: list[list[str]], b: list[list[str]], probs, thresholds, margin: float = 1e-4) -> None:
+    """Two label lists from two code paths over the same texts agree wherever the decision is not a
+    coin toss: a label may differ only where its probability lies within `margin` of its threshold.
+    (The tiny fixture model's probabilities sit close together, so 1e-6 of batching noise can flip
+    a label that sits on the threshold; the probabilities themselves are compared separately.)"""
+    import numpy as np
+
+    from sitrep.models.labels import LABELS
+
+    assert len(a) == len(b)
+    p = np.asarray(probs, dtype=np.float64)
+    t = np.asarray(thresholds, dtype=np.float64)
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        for j, label in enumerate(LABELS):
+            if (label in x) != (label in y):
+                assert abs(p[i, j] - t[j]) <= margin, f"row {i}: {label} differs at p={p[i, j]:.6f}, t={t[j]:.6f}"
