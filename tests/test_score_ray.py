@@ -16,6 +16,7 @@ from sitrep.scoring.engine_local import score_local
 from sitrep.scoring.job import MANIFEST, REJECTS
 from sitrep.scoring.options import ScoreError, ScoreOptions
 from sitrep.scoring.output import SCORE_COLUMNS
+from tests.tiny_model import assert_labels_agree
 
 ray = pytest.importorskip("ray")
 
@@ -64,6 +65,9 @@ def assert_same_rows(local: pa.Table, ray_: pa.Table, thresholds: list[float]) -
     for col in local.column_names:
         if col in SCORE_COLUMNS:
             np.testing.assert_allclose(ray_[col].to_numpy(), local[col].to_numpy(), atol=1e-5, err_msg=col)
+        elif col == "labels":
+            probs = np.stack([local[c].to_numpy() for c in SCORE_COLUMNS], axis=1)
+            assert_labels_agree(ray_[col].to_pylist(), local[col].to_pylist(), probs, thresholds)
         else:
             assert ray_[col].to_pylist() == local[col].to_pylist(), col
 
