@@ -78,6 +78,11 @@ def write_text_atomic(path: str | os.PathLike[str], text: str, durable: bool = F
         fsync_dir(p.parent)
 
 
+def write_jsonl_atomic(path: str | os.PathLike[str], rows: list[Any], durable: bool = False) -> None:
+    """One JSON value a line (non-ASCII kept as is), written atomically."""
+    write_text_atomic(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), durable=durable)
+
+
 def write_json_atomic(path: str | os.PathLike[str], data: Any, durable: bool = False) -> None:
     """Indented UTF-8 JSON (non-ASCII kept as is), written atomically."""
     write_text_atomic(path, json.dumps(data, indent=2, ensure_ascii=False) + "\n", durable=durable)

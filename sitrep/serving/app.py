@@ -15,24 +15,20 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Body, Depends, FastAPI
-from fastapi.middleware.cors import CORSMiddleware
-from fastapi.middleware.gzip import GZipMiddleware
-from fastapi.openapi.docs import get_swagger_ui_html
-from fastapi.responses import HTMLResponse, JSONResponse, Response
-from fastapi.staticfiles import StaticFiles
+from fastapi.responses import JSONResponse, Response
 
 from sitrep import __version__
 from sitrep.serving import auth, context
 from sitrep.serving.batcher import Overloaded, TooManyTokens
-from sitrep.serving.context import RequestContextMiddleware
-from sitrep.serving.errors import ApiError, error_response, install_error_handlers
-from sitrep.serving.guard import RequestGuard
+from sitrep.serving.errors import ApiError, error_response, install_error_handlers, not_ready
 from sitrep.serving.lifecycle import BundleNotAllowed, LoadedModel, ReloadError, allowed_bundle
+from sitrep.serving.middleware import install_middleware, mount_docs
 from sitrep.serving.planning import Limits, build_results, plan_request, threshold_cut, too_long_error
-from sitrep.serving.prometheus import CONTENT_TYPE_LATEST, HttpMetricsMiddleware
+from sitrep.serving.prometheus import CONTENT_TYPE_LATEST
 from sitrep.serving.schemas import (
     DESCRIPTION,
     ERROR_RESPONSES,
+    RELOAD_RESPONSES,
     ClassifyRequest,
     ClassifyResponse,
     ErrorResponse,
@@ -53,6 +49,7 @@ def create_app(settings: Settings | None = None, preloaded: LoadedModel | None =
     state = ServiceState(settings, preloaded)
     keys = settings.key_values()
     admin_keys = settings.admin_key_values()
+    limits = Limits.from_settings(settings)  # the request planner's view of the settings, built once
 
     app = FastAPI(
         title="sitrep",
@@ -65,28 +62,8 @@ def create_app(settings: Settings | None = None, preloaded: LoadedModel | None =
     )
     app.state.sitrep = state
     install_error_handlers(app)
-    # outermost last: request id → metrics → CORS → gzip → guard → routes
-    app.add_middleware(
-        RequestGuard,
-        max_body_bytes=settings.max_body_bytes,
-        api_keys=keys,
-        admin_keys=admin_keys,
-        body_timeout_s=settings.body_timeout_s,
-    )
-    if settings.gzip:
-        app.add_middleware(GZipMiddleware, minimum_size=1024)
-    if settings.cors_origins:
-        app.add_middleware(
-            CORSMiddleware,
-            allow_origins=settings.cors_origins,
-            allow_methods=["GET", "POST"],
-            allow_headers=["Authorization", "X-API-Key", "Content-Type", "Content-Encoding", "X-Request-ID"],
-            expose_headers=["X-Request-ID", "Server-Timing", "Retry-After"],
-            max_age=600,
-        )
-    app.add_middleware(HttpMetricsMiddleware, metrics=state.metrics, routes=ROUTES)
-    app.add_middleware(RequestContextMiddleware)
-    _mount_docs(app)
+    install_middleware(app, settings, state.metrics, ROUTES)
+    mount_docs(app)
 
     errors = ERROR_RESPONSES
 
@@ -103,7 +80,7 @@ def create_app(settings: Settings | None = None, preloaded: LoadedModel | None =
         Items carry `text` (one sentence) or `document` (an article, split into sentences with offsets).
         `thresholds` overrides the model's per-label thresholds for this request only.
         """
-        return await _classify(state, request)
+        return await _classify(state, limits, request)
 
     @app.get("/healthz", response_model=Status, response_model_exclude_none=True,
              summary="Liveness: the process answers")
@@ -119,12 +96,7 @@ def create_app(settings: Settings | None = None, preloaded: LoadedModel | None =
     async def readyz() -> Response:
         if not state.ready or state.draining or state.batcher is None or not state.batcher.alive:
             reason = "draining" if state.draining else "loading the model" if not state.ready else "batcher down"
-            return error_response(
-                503,
-                "not_ready",
-                f"not ready: {reason}",
-                headers={"Retry-After": str(max(1, settings.retry_after_s))},
-            )
+            return not_ready(f"not ready: {reason}", settings.retry_after_s)
         return JSONResponse({"status": "ready", "model": state.models.current.info()})
 
     @app.get(
@@ -144,12 +116,7 @@ def create_app(settings: Settings | None = None, preloaded: LoadedModel | None =
     )
     async def model_manifest() -> Response:
         if not state.models.loaded:
-            return error_response(
-                503,
-                "not_ready",
-                "no model loaded yet",
-                headers={"Retry-After": str(max(1, settings.retry_after_s))},
-            )
+            return not_ready("no model loaded yet", settings.retry_after_s)
         model = state.models.current
         return JSONResponse(
             {
@@ -164,19 +131,7 @@ def create_app(settings: Settings | None = None, preloaded: LoadedModel | None =
         response_model=ReloadResponse,
         summary="Load another bundle (or the configured one again) and swap to it once warm",
         dependencies=[Depends(auth.require_key("/admin/reload", keys, admin_keys))],
-        responses={
-            400: errors[400],
-            401: errors[401],
-            403: {
-                "model": ErrorResponse,
-                "description": "No admin keys configured (`admin_disabled`), or the bundle is outside the "
-                "models root (`bundle_not_allowed`).",
-            },
-            408: errors[408],
-            413: errors[413],
-            415: errors[415],
-            422: {"model": ErrorResponse, "description": "The bundle could not be loaded; nothing changed."},
-        },
+        responses=RELOAD_RESPONSES,
     )
     async def admin_reload(request: ReloadRequest | None = Body(None)) -> dict[str, Any]:
         """Requests already accepted finish on the old model; new ones get the new model once it is warm.
@@ -211,41 +166,14 @@ def create_app(settings: Settings | None = None, preloaded: LoadedModel | None =
     return app
 
 
-DOCS_ASSETS = "/docs-assets"
-
-
-def _mount_docs(app: FastAPI) -> None:
-    """/docs (Swagger UI) from the assets of the `swagger-ui-bundle` package: nothing is fetched from a CDN.
-    Without the package (not a `serve` install) it falls back to FastAPI's CDN links."""
-    try:
-        from swagger_ui_bundle import swagger_ui_path
-    except ImportError:  # pragma: no cover - the serve extra pins it
-        swagger_ui_path = None
-    if swagger_ui_path is not None:
-        app.mount(DOCS_ASSETS, StaticFiles(directory=str(swagger_ui_path)), name="docs-assets")
-        assets = {
-            "swagger_js_url": f"{DOCS_ASSETS}/swagger-ui-bundle.js",
-            "swagger_css_url": f"{DOCS_ASSETS}/swagger-ui.css",
-            "swagger_favicon_url": f"{DOCS_ASSETS}/favicon-32x32.png",
-        }
-    else:
-        assets = {}
-
-    @app.get("/docs", include_in_schema=False)
-    async def docs() -> HTMLResponse:
-        return get_swagger_ui_html(openapi_url="/openapi.json", title="sitrep — API docs", **assets)
-
-
 # --- POST /classify ----------------------------------------------------------------------------
 
 
-async def _classify(state: ServiceState, request: ClassifyRequest) -> Response:
+async def _classify(state: ServiceState, limits: Limits, request: ClassifyRequest) -> Response:
     settings = state.settings
     if state.batcher is None or not state.ready:
-        return error_response(
-            503, "not_ready", "the model is not loaded yet", headers={"Retry-After": str(max(1, settings.retry_after_s))}
-        )
-    plan = plan_request(Limits.from_settings(settings), request.items)
+        return not_ready("the model is not loaded yet", settings.retry_after_s)
+    plan = plan_request(limits, request.items)
     model = state.models.current
     cut = threshold_cut(model.classifier.thresholds, request.threshold_overrides())
     try:

@@ -80,6 +80,11 @@ def error_response(
     return JSONResponse(error_body(code, message, field), status_code=status, headers=headers)
 
 
+def not_ready(message: str, retry_after_s: float) -> JSONResponse:
+    """503 `not_ready` with a Retry-After of at least one second (no model yet, draining, batcher down)."""
+    return error_response(503, "not_ready", message, headers={"Retry-After": str(max(1, int(retry_after_s)))})
+
+
 def field_path(loc: tuple[Any, ...] | list[Any]) -> str | None:
     """("body", "items", 3, "text") -> "items[3].text"; the body itself -> None."""
     parts = list(loc)

@@ -343,3 +343,14 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         "headers": {"Retry-After": {"schema": {"type": "integer"}, "description": "Seconds to wait."}},
     },
 }
+
+# POST /admin/reload's error responses.
+RELOAD_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **{k: ERROR_RESPONSES[k] for k in (400, 401, 408, 413, 415)},
+    403: {
+        "model": ErrorResponse,
+        "description": "No admin keys configured (`admin_disabled`), or the bundle is outside the "
+        "models root (`bundle_not_allowed`).",
+    },
+    422: {"model": ErrorResponse, "description": "The bundle could not be loaded; nothing changed."},
+}

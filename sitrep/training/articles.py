@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from sitrep.models.files import read_jsonl, write_text_atomic
+from sitrep.models.files import read_jsonl, write_jsonl_atomic
 from sitrep.models.labels import check_labels
 
 ARTICLE_SPLITS = ("train", "dev", "test")
@@ -95,16 +95,10 @@ def import_articles(sources: list[Path], data_dir: Path, topics: dict[str, dict[
             )
     out = data_dir / "articles"
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / TEXTS_FILE, _jsonl(sorted(texts, key=lambda t: t["article_id"])))
+    write_jsonl_atomic(out / TEXTS_FILE, sorted(texts, key=lambda t: t["article_id"]))
     for split, items in rows.items():
-        write_text_atomic(out / f"{split}.jsonl", _jsonl(sorted(items, key=lambda r: r["id"])))
+        write_jsonl_atomic(out / f"{split}.jsonl", sorted(items, key=lambda r: r["id"]))
     return Counter({split: len(items) for split, items in rows.items()})
-
-
-def _jsonl(items: list[dict[str, Any]]) -> str:
-    import json
-
-    return "".join(json.dumps(x, ensure_ascii=False) + "\n" for x in items)
 
 
 def load_article_texts(data_dir: Path) -> dict[str, dict[str, Any]]:

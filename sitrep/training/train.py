@@ -22,7 +22,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from sitrep.models.base_encoder import resolve_base
-from sitrep.models.bundle import HF_DIR, Manifest, sha256_files, write_bundle_manifest
+from sitrep.models.bundle import HF_DIR, Calibration, Manifest, sha256_files, write_bundle_manifest
 from sitrep.models.calibration import calibrated_probs, decisions
 from sitrep.models.corpus import Example, label_matrix, read_examples, read_many
 from sitrep.models.encoding import Encoded, TextEncoder
@@ -217,7 +217,7 @@ class Trainer:
                 at_end = step >= total_steps
                 if step % eval_every == 0 or at_end or bi + 1 == len(batches):
                     dev_logits = self.predict_logits(dev_ids)
-                    dev_probs = 1.0 / (1.0 + np.exp(-dev_logits))
+                    dev_probs = calibrated_probs(dev_logits, Calibration())  # identity: plain sigmoid
                     f1_half, _ = macro_f1(dev_y.astype(np.int64), decisions(dev_probs, [0.5] * len(LABELS)))
                     # Model selection on macro-F1 at per-label tuned thresholds (as the bundle will use them),
                     # not at 0.5: rare labels (natural priors) cross 0.5 late, and F1@0.5 would stop too early.
