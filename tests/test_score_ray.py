@@ -64,7 +64,9 @@ def assert_same_rows(local: pa.Table, ray_: pa.Table, thresholds: list[float]) -
     assert ray_.num_rows == local.num_rows
     for col in local.column_names:
         if col in SCORE_COLUMNS:
-            np.testing.assert_allclose(ray_[col].to_numpy(), local[col].to_numpy(), atol=1e-5, err_msg=col)
+            # int8's dynamic activation scales depend on which sentences share a batch, and Ray cuts its
+            # blocks where it likes: the same sentence may differ by ~1e-5 between the engines
+            np.testing.assert_allclose(ray_[col].to_numpy(), local[col].to_numpy(), atol=5e-5, err_msg=col)
         elif col == "labels":
             probs = np.stack([local[c].to_numpy() for c in SCORE_COLUMNS], axis=1)
             assert_labels_agree(ray_[col].to_pylist(), local[col].to_pylist(), probs, thresholds)
