@@ -32,6 +32,9 @@ def train(
     batch_size: int | None = typer.Option(None),
     grad_accum: int | None = typer.Option(None, help="Gradient accumulation steps."),
     patience: int | None = typer.Option(None, help="Evaluations without dev gain before early stopping."),
+    contrastive_steps: int | None = typer.Option(
+        None, help="Steps of a contrastive first stage on sentence pairs before the head (0: none)."
+    ),
     threads: int | None = typer.Option(None, help="torch CPU threads."),
     device: str | None = typer.Option(None, help="cpu / cuda (default: cuda if available)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from OUT/checkpoint."),
@@ -62,6 +65,7 @@ def train(
         calibration_file=files(calibration_file), pooling=pooling, name=name,
         version=version, seed=seed, max_length=max_length, epochs=epochs, max_steps=max_steps, lr=lr,
         warmup_ratio=warmup_ratio, batch_size=batch_size, grad_accum=grad_accum, patience=patience,
+        contrastive_steps=contrastive_steps,
         threads=threads, device=device,
     )
     if arch not in ("transformer", "tfidf"):
@@ -87,6 +91,38 @@ def train(
         raise fail(f"{exc}") from exc
     from sitrep.models.bundle import load_bundle
 
+    _print_scores(load_bundle(path, verify=False).manifest.scores)
+    typer.echo(f"bundle written: {path}")
+
+
+def soup(
+    bundles: list[Path] = typer.Argument(..., help="Two or more bundles fine-tuned from the same base model."),
+    out: Path = typer.Option(..., "--out", "-o", help="Bundle directory to write."),
+    method: str = typer.Option("greedy", help="'greedy' (add a bundle only if dev macro-F1 does not drop) or "
+                               "'uniform' (average them all)."),
+    name: str | None = typer.Option(None, help="Model name (default: the best ingredient's name + '-soup')."),
+    threads: int | None = typer.Option(None, help="torch CPU threads."),
+    force: bool = typer.Option(False, help="Overwrite an existing bundle at OUT."),
+    quiet: bool = typer.Option(False, help="No progress bar."),
+) -> None:
+    """Average the weights of several fine-tuned bundles (e.g. seeds of one recipe) into one model.
+
+    The soup is calibrated and scored on the first ingredient's calibration and eval files, like a trained
+    bundle; its manifest lists the ingredients and each dev trial. Then `sitrep export OUT` as usual.
+
+    Example:
+
+      sitrep soup artifacts/recipes/s13 artifacts/recipes/s7 artifacts/recipes/s21 -o artifacts/recipes/soup
+    """
+    from sitrep.models.bundle import BundleError, load_bundle
+    from sitrep.training.soup import soup as run_soup
+    from sitrep.training.train import TrainingError
+
+    try:
+        path = run_soup(bundles, out, method=method, name=name, force=force, threads=threads,
+                        progress=not quiet, log=typer.echo)
+    except (TrainingError, BundleError, ValueError, FileNotFoundError) as exc:
+        raise fail(f"{exc}") from exc
     _print_scores(load_bundle(path, verify=False).manifest.scores)
     typer.echo(f"bundle written: {path}")
 
@@ -285,5 +321,6 @@ def crosslingual_command(
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     app.command("train")(train)
     app.command("export")(export)
+    app.command("soup")(soup)
     app.command("eval-crosslingual")(crosslingual_command)
     app.add_typer(data_app, name="data")

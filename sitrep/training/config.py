@@ -33,6 +33,12 @@ class TrainConfig:
     eval_batch_size: int = 64
     freeze_embeddings: bool = True  # keeps the multilingual word embeddings intact (zero-shot transfer)
     pooling: str = "cls"  # "cls": the library's head on the first token; "mean": mean over tokens
+    # A contrastive first stage (SetFit-style, sitrep/training/contrastive.py) on in-batch sentence pairs
+    # before the classifier is trained; 0 = none.
+    contrastive_steps: int = 0
+    contrastive_batch_size: int = 32
+    contrastive_lr: float = 2e-5
+    contrastive_length_buckets: bool = True  # batches of similar-length sentences (less padding)
     patience: int = 2  # epochs without a dev macro-F1 gain before stopping early
     eval_every_steps: int | None = None  # default: once per epoch
     threads: int | None = None

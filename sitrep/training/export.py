@@ -28,7 +28,7 @@ from sitrep.models.encoding import TextEncoder
 from sitrep.models.runtime import RuntimeUnavailable, load
 from sitrep.models.scores import macro_f1
 from sitrep.training.embeddings import compact_embeddings
-from sitrep.training.outlier_split import fp32_node, split_outliers
+from sitrep.training.outlier_split import fp32_node, quantization_error, split_outliers
 
 OPSET = 17
 PARITY_REPORT = "reports/parity.json"
@@ -198,21 +198,6 @@ def probs_with(bundle: Bundle, path: Path, texts: list[str]) -> np.ndarray:
     return Classifier(bundle, "onnx-int8", OnnxBackend(path, "onnx-int8", None)).classify(texts).probs
 
 
-def rank_sensitivity(
-    bundle: Bundle, src: Path, candidates: list[str], texts: list[str], ref: np.ndarray, work: Path, log: Any
-) -> list[tuple[str, float]]:
-    """Quantize one candidate at a time; rank by mean |Δ probability| against fp32 (most sensitive first)."""
-    probe = work / "probe.int8.onnx"
-    recipe = QuantRecipe("probe", per_channel=True)
-    scores = []
-    for i, node in enumerate(candidates, 1):
-        quantize(src, probe, recipe, exclude=[n for n in candidates if n != node])
-        delta = float(np.mean(np.abs(probs_with(bundle, probe, texts) - ref)))
-        scores.append((node, delta))
-        log(f"      sensitivity {i}/{len(candidates)}: {node} mean|Δp| {delta:.5f}")
-    return sorted(scores, key=lambda x: -x[1])
-
-
 def calibration_texts(bundle: Bundle, fallback: list[str], n: int = 256) -> list[str]:
     """`n` sentences spread over the bundle's training files (the parity texts if they are not there)."""
     train = bundle.manifest.training.get("config", {}).get("train_file", [])
@@ -315,9 +300,11 @@ def export(
                 f"above |x| {recipe.outlier_threshold:g} on {len(splits.calib)} calibration sentences")
         if recipe.exclude_sensitive:
             if ranking is None:
-                calib = texts[:: max(1, len(texts) // 128)]
-                onnx_probs = probs_with(bundle, fp32, calib)
-                ranking = rank_sensitivity(bundle, opt, splits.ffn, calib, onnx_probs, work, log)
+                encoder = TextEncoder(bundle.tokenizer_file, bundle.max_length)
+                errors = quantization_error(opt, splits.ffn, encoder, splits.calib)
+                ranking = sorted(errors.items(), key=lambda x: -x[1])
+                log(f"      sensitivity: {len(ranking)} FFN MatMuls ranked by simulated uint8 output error "
+                    f"on {len(splits.calib)} sentences; worst {ranking[0][0]} ({ranking[0][1]:.2e})")
             k = len(ranking) if recipe.exclude_sensitive < 0 else recipe.exclude_sensitive
             exclude = [name for name, _ in ranking[:k]]
         candidate = work / "candidate.int8.onnx"
@@ -359,7 +346,8 @@ def export(
                       "weights": recipe.weight_type, "needs_vnni": needs_vnni, "word_embeddings": storage}
             break
     if ranking is not None:
-        attempts.append({"sensitivity_ranking": [{"node": n, "mean_abs_prob_diff": round(d, 6)} for n, d in ranking]})
+        attempts.append({"sensitivity_ranking": [{"node": n, "relative_output_error": float(f"{d:.4g}")}
+                                                 for n, d in ranking]})
     if chosen is None:
         best = max((a for a in attempts if "recipe" in a), key=lambda a: a["label_agreement"])
         int8_parity = Parity("onnx-int8", **{k: best[k] for k in cmp}, passed=False, attempts=attempts,

@@ -18,6 +18,7 @@ range; the second is a thin fp32 MatMul over the |O| outlier channels. Exact in 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,14 +27,13 @@ import numpy as np
 from sitrep.models.encoding import TextEncoder, padded_batches
 
 
-def activation_absmax(
+def activation_batches(
     model_path: Path, tensors: list[str], encoder: TextEncoder, texts: list[str], batch_size: int = 32,
     model: Any = None,
-) -> dict[str, np.ndarray]:
-    """Per-channel (last axis) max |value| of each named tensor over `texts`, padded positions included.
+) -> Iterator[list[np.ndarray]]:
+    """The values of the named tensors, batch by batch over `texts` (padded as the runtime pads).
 
-    Padded positions count because the dynamic activation scale at run time sees them too. `model`: the
-    graph at `model_path`, already loaded (it is left as it was).
+    `model`: the graph at `model_path`, already loaded (it is left as it was).
     """
     import onnx
 
@@ -44,18 +44,30 @@ def activation_absmax(
     added = [onnx.helper.make_tensor_value_info(name, onnx.TensorProto.FLOAT, None)
              for name in tensors if name not in present]
     model.graph.output.extend(added)
-    probe = model_path.with_name(model_path.stem + ".absmax-probe.onnx")
+    probe = model_path.with_name(model_path.stem + ".activation-probe.onnx")
     onnx.save(model, str(probe))
     del model.graph.output[len(model.graph.output) - len(added):]
     try:
         backend = OnnxBackend(probe, "onnx", None, optimize=False)  # unoptimized: keeps the named tensors
-        absmax: dict[str, np.ndarray] = {}
         for _, ids, mask in padded_batches(encoder, encoder.encode(texts), batch_size):
-            for name, value in zip(tensors, backend.run(tensors, ids, mask), strict=True):
-                m = np.abs(value).reshape(-1, value.shape[-1]).max(axis=0)
-                absmax[name] = m if name not in absmax else np.maximum(absmax[name], m)
+            yield backend.run(tensors, ids, mask)
     finally:
         probe.unlink(missing_ok=True)
+
+
+def activation_absmax(
+    model_path: Path, tensors: list[str], encoder: TextEncoder, texts: list[str], batch_size: int = 32,
+    model: Any = None,
+) -> dict[str, np.ndarray]:
+    """Per-channel (last axis) max |value| of each named tensor over `texts`, padded positions included.
+
+    Padded positions count because the dynamic activation scale at run time sees them too.
+    """
+    absmax: dict[str, np.ndarray] = {}
+    for values in activation_batches(model_path, tensors, encoder, texts, batch_size, model):
+        for name, value in zip(tensors, values, strict=True):
+            m = np.abs(value).reshape(-1, value.shape[-1]).max(axis=0)
+            absmax[name] = m if name not in absmax else np.maximum(absmax[name], m)
     return absmax
 
 
@@ -120,3 +132,49 @@ def split_outliers(
 def fp32_node(matmul: str) -> str:
     """The name of the thin fp32 MatMul that carries `matmul`'s outlier channels."""
     return f"{matmul}/outliers_fp32"
+
+
+def _fake_quant_uint8(x: np.ndarray, axis: int | None) -> np.ndarray:
+    """Quantize-dequantize to asymmetric uint8 as ONNX Runtime's dynamic quantization does: one range for
+    the whole tensor (`axis` None: the activations) or one per slice, reducing over `axis` (0 for an
+    [in, out] weight: one range per output channel); the range always includes 0."""
+    lo = np.minimum(x.min(axis=axis, keepdims=axis is not None), 0.0)
+    hi = np.maximum(x.max(axis=axis, keepdims=axis is not None), 0.0)
+    scale = np.where(hi > lo, (hi - lo) / 255.0, 1.0)
+    zero = np.clip(np.round(-lo / scale), 0, 255)
+    return ((np.clip(np.round(x / scale) + zero, 0, 255) - zero) * scale).astype(np.float32)
+
+
+def quantization_error(
+    model_path: Path, matmuls: list[str], encoder: TextEncoder, texts: list[str], batch_size: int = 32
+) -> dict[str, float]:
+    """Each MatMul's relative output error under dynamic uint8 quantization, simulated on its own.
+
+    For ``y = x · W`` on the activations `texts` produce, with x quantized per tensor per batch (the
+    dynamic scale) and W per output channel: ``‖ŷ − y‖² / ‖y‖²`` summed over batches. One fp32 pass
+    ranks every MatMul at once; quantizing the model once per MatMul and scoring it end to end ranks
+    them much the same at ~25× the cost.
+    """
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(model_path))
+    nodes = {n.name: n for n in model.graph.node if n.op_type == "MatMul"}
+    missing = [m for m in matmuls if m not in nodes]
+    if missing:
+        raise ValueError(f"{model_path}: no MatMul named {missing}")
+    inits = {i.name: i for i in model.graph.initializer}
+    weights = {m: numpy_helper.to_array(inits[nodes[m].input[1]]).astype(np.float32) for m in matmuls}
+    weights_q = {m: _fake_quant_uint8(w, axis=0) for m, w in weights.items()}
+    inputs = [nodes[m].input[0] for m in matmuls]
+    err = dict.fromkeys(matmuls, 0.0)
+    ref = dict.fromkeys(matmuls, 0.0)
+    for values in activation_batches(model_path, sorted(set(inputs)), encoder, texts, batch_size, model):
+        by_name = dict(zip(sorted(set(inputs)), values, strict=True))
+        for m, x_name in zip(matmuls, inputs, strict=True):
+            x = by_name[x_name].reshape(-1, weights[m].shape[0]).astype(np.float32)
+            y = x @ weights[m]
+            y_q = _fake_quant_uint8(x, axis=None) @ weights_q[m]
+            err[m] += float(np.sum((y_q - y) ** 2))
+            ref[m] += float(np.sum(y**2))
+    return {m: err[m] / max(ref[m], 1e-30) for m in matmuls}

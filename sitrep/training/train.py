@@ -258,8 +258,21 @@ class Trainer:
         return {"steps": step, "best": best, "history": history}
 
 
-def train(cfg: TrainConfig, out: Path, resume: bool = False, force: bool = False, progress: bool = True) -> Path:
-    """Train and write a bundle at `out`. Returns the bundle path."""
+def read_splits(cfg: TrainConfig) -> tuple[list[Example], list[Example], list[Example]]:
+    """The config's training, dev and calibration examples (calibration is dev unless a file is given)."""
+    train_ex = read_many(cfg.train_files, cfg.train_langs)
+    dev_ex = read_many(cfg.dev_files, cfg.train_langs)
+    calib_ex = dev_ex if cfg.calibration_files == cfg.dev_files else read_many(cfg.calibration_files, cfg.train_langs)
+    if not train_ex:
+        raise TrainingError(f"no training examples in {cfg.train_files} for languages {cfg.train_langs}")
+    if not dev_ex or not calib_ex:
+        raise TrainingError(f"no dev or calibration examples in {cfg.dev_files + cfg.calibration_files} for "
+                            f"languages {cfg.train_langs}")
+    return train_ex, dev_ex, calib_ex
+
+
+def prepare_out(out: Path, force: bool, resume: bool = False) -> Path:
+    """Create the bundle directory; an existing bundle is replaced only with `force`."""
     from sitrep.models.bundle import MANIFEST
 
     out = Path(out)
@@ -270,19 +283,36 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, force: bool = False
     if resume and not (out / CHECKPOINT_DIR / "state.pt").exists():
         raise TrainingError(f"--resume: {out / CHECKPOINT_DIR / 'state.pt'} does not exist")
     out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def train(cfg: TrainConfig, out: Path, resume: bool = False, force: bool = False, progress: bool = True) -> Path:
+    """Train and write a bundle at `out`. Returns the bundle path."""
+    out = prepare_out(out, force, resume)
     t0 = time.perf_counter()
-    train_ex = read_many(cfg.train_files, cfg.train_langs)
-    dev_ex = read_many(cfg.dev_files, cfg.train_langs)
-    calib_ex = dev_ex if cfg.calibration_files == cfg.dev_files else read_many(cfg.calibration_files, cfg.train_langs)
-    if not train_ex:
-        raise TrainingError(f"no training examples in {cfg.train_files} for languages {cfg.train_langs}")
-    if not dev_ex or not calib_ex:
-        raise TrainingError(f"no dev or calibration examples in {cfg.dev_files + cfg.calibration_files} for "
-                            f"languages {cfg.train_langs}")
+    train_ex, dev_ex, calib_ex = read_splits(cfg)
     _seed_everything(cfg.seed)
     trainer = Trainer(cfg, out)
-    result = trainer.fit(train_ex, dev_ex, resume=resume, progress=progress)
+    stage = None
+    if cfg.contrastive_steps > 0 and not resume:  # a resumed run's checkpoint already holds the stage's weights
+        from sitrep.training.contrastive import contrastive_stage
 
+        ids, y = trainer.encode(train_ex)
+        stage = contrastive_stage(
+            trainer.model, trainer.encoder, ids.ids, y.astype(bool), steps=cfg.contrastive_steps,
+            batch_size=cfg.contrastive_batch_size, lr=cfg.contrastive_lr, seed=cfg.seed, device=trainer.device,
+            length_buckets=cfg.contrastive_length_buckets, progress=progress,
+        )
+    result = trainer.fit(train_ex, dev_ex, resume=resume, progress=progress)
+    return finish_bundle(trainer, cfg, out, train_ex, dev_ex, calib_ex, result, t0,
+                         {"contrastive": stage} if stage else {})
+
+
+def finish_bundle(
+    trainer: Trainer, cfg: TrainConfig, out: Path, train_ex: list[Example], dev_ex: list[Example],
+    calib_ex: list[Example], result: dict[str, Any], t0: float, extra: dict[str, Any],
+) -> Path:
+    """Calibrate the trained model, score every split, and write the bundle (training and `sitrep soup`)."""
     calib_ids, calib_y = trainer.encode(calib_ex)
     calib_logits = trainer.predict_logits(calib_ids)
     calibration, thresholds = calibrate(calib_logits, calib_y.astype(np.int64))
@@ -322,6 +352,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, force: bool = False
             "n_dev": len(dev_ex),
             "n_calibration": len(calib_ex),
             "pooling": cfg.pooling,
+            **extra,
             "steps": result["steps"],
             "best": result["best"],
             "device": str(trainer.device),

@@ -1,0 +1,186 @@
+"""Recipe building blocks: the contrastive first stage, model soups, the int8 sensitivity ranking."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sitrep.models.bundle import load_bundle
+from tests.conftest import tiny_config
+
+
+def test_jaccard_targets_and_stratified_batches() -> None:
+    from sitrep.training.contrastive import jaccard_targets, stratified_batches
+
+    y = np.array([[1, 0, 0, 0], [1, 0, 1, 0], [0, 0, 0, 0], [0, 0, 0, 0], [0, 1, 0, 0]], dtype=bool)
+    t = jaccard_targets(y)
+    assert t[0, 1] == pytest.approx(0.5) and t[2, 3] == 1.0 and t[0, 2] == 0.0 and t[0, 4] == 0.0
+    assert np.allclose(t, t.T) and np.allclose(np.diag(t), 1.0)
+    batches = stratified_batches(y, batch_size=4, steps=10, seed=1)
+    assert len(batches) == 10
+    for b in batches:
+        assert len(set(b.tolist())) == len(b) == 4
+        assert y[b].any(axis=1).sum() == 2  # half labeled, half background
+    assert all(len(b) == 3 for b in stratified_batches(y[:3], batch_size=3, steps=2, seed=1))
+
+
+def test_pair_loss_is_zero_only_when_cosines_match_targets() -> None:
+    import torch
+
+    from sitrep.training.contrastive import pair_loss
+
+    e = torch.tensor([[1.0, 0.0], [2.0, 0.0], [0.0, 3.0]])
+    same = torch.tensor([[1.0, 1.0, 0.0], [1.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    assert float(pair_loss(e, same)) == pytest.approx(0.0, abs=1e-7)
+    assert float(pair_loss(e, 1 - same)) > 0.5
+
+
+def test_contrastive_stage_runs_before_the_head_and_is_recorded(tiny_base: Path, tiny_data: dict,
+                                                                tmp_path: Path) -> None:
+    from sitrep.training.train import train
+
+    cfg = tiny_config(tiny_base, tiny_data, pooling="mean", max_steps=2, contrastive_steps=30,
+                      contrastive_batch_size=8, contrastive_lr=3e-3)
+    out = train(cfg, tmp_path / "c", progress=False)
+    stage = load_bundle(out).manifest.training["contrastive"]
+    assert stage["steps"] == 30 and stage["batch_size"] == 8
+    assert stage["loss_last_20"] < stage["loss_first_20"]  # the pairs are being learned
+    plain = train(tiny_config(tiny_base, tiny_data, pooling="mean", max_steps=2), tmp_path / "p", progress=False)
+    assert "contrastive" not in load_bundle(plain).manifest.training
+
+
+def test_average_is_elementwise_mean() -> None:
+    import torch
+
+    from sitrep.training.soup import average
+
+    a = {"w": torch.tensor([1.0, 3.0]), "n": torch.tensor([5])}
+    b = {"w": torch.tensor([3.0, 5.0]), "n": torch.tensor([7])}
+    out = average([a, b])
+    assert torch.equal(out["w"], torch.tensor([2.0, 4.0])) and torch.equal(out["n"], torch.tensor([5]))
+
+
+def test_soup_of_seeds_is_a_working_bundle(tiny_base: Path, tiny_data: dict, tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    from sitrep.models.runtime import load
+    from sitrep.training.soup import soup
+    from sitrep.training.train import TrainingError, train
+
+    seeds = [train(tiny_config(tiny_base, tiny_data, pooling="mean", max_steps=3, seed=s), tmp_path / f"s{s}",
+                   progress=False) for s in (1, 2)]
+    out = soup(seeds, tmp_path / "uniform", method="uniform", log=lambda *_: None, progress=False)
+    manifest = load_bundle(out).manifest
+    record = manifest.training["soup"]
+    assert record["method"] == "uniform" and len(record["kept"]) == 2
+    assert {"dev", "test"} <= set(manifest.scores)
+    w = [load_file(str(Path(p) / "hf" / "model.safetensors")) for p in seeds]
+    mixed = load_file(str(out / "hf" / "model.safetensors"))
+    key = next(k for k in mixed if k.startswith("classifier") and k.endswith("weight"))
+    assert np.allclose(mixed[key].numpy(), (w[0][key].numpy() + w[1][key].numpy()) / 2, atol=1e-6)
+    assert load(out, "torch", device="cpu").classify(["The group said it hit the base."]).probs.shape == (1, 4)
+
+    greedy = soup(seeds, tmp_path / "greedy", log=lambda *_: None, progress=False)
+    trials = load_bundle(greedy).manifest.training["soup"]["trials"]
+    assert len(trials) == 2 and trials[1]["kept"] == (trials[1]["dev_macro_f1"] >= trials[0]["dev_macro_f1"])
+
+    cls = train(tiny_config(tiny_base, tiny_data, max_steps=2), tmp_path / "cls", progress=False)
+    with pytest.raises(TrainingError, match="pooling"):
+        soup([seeds[0], cls], tmp_path / "bad", log=lambda *_: None, progress=False)
+    with pytest.raises(TrainingError, match="at least two"):
+        soup([seeds[0]], tmp_path / "one", log=lambda *_: None, progress=False)
+
+
+def test_soup_cli_errors_are_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sitrep.cli import app
+
+    result = CliRunner().invoke(app, ["soup", str(tmp_path / "nope"), str(tmp_path / "nope2"), "-o", str(tmp_path / "o")])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_fake_quant_matches_onnxruntime_dynamic_quantize_linear() -> None:
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from sitrep.training.outlier_split import _fake_quant_uint8
+
+    graph = helper.make_graph(
+        [helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"]),
+         helper.make_node("DequantizeLinear", ["q", "s", "z"], ["y"])],
+        "dq", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [None, None])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [None, None])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    x = np.random.default_rng(0).normal(size=(64, 32)).astype(np.float32) * 3
+    x[3, 5] = 40.0  # one massive activation, the case the ranking is for
+    (expected,) = sess.run(None, {"x": x})
+    assert np.allclose(_fake_quant_uint8(x, axis=None), expected, atol=1e-5)
+
+
+def test_quantization_error_ranks_the_matmul_with_outlier_inputs_first(tiny_base: Path, tmp_path: Path) -> None:
+    """Two MatMuls read the same activations, one through a channel scaled 1000× (a "massive activation"):
+    under a per-tensor dynamic scale its output error is far higher, and it ranks first."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from sitrep.models.encoding import TextEncoder
+    from sitrep.training.outlier_split import quantization_error
+    from tests.tiny_model import MAX_LENGTH
+
+    rng = np.random.default_rng(0)
+    scale = np.ones((1, 8), dtype=np.float32)
+    scale[0, 0] = 1000.0
+    nodes = [
+        helper.make_node("Cast", ["input_ids"], ["xf"], to=TensorProto.FLOAT),
+        helper.make_node("Unsqueeze", ["xf", "ax"], ["x3"]),
+        helper.make_node("MatMul", ["x3", "w"], ["h"], name="embed"),
+        helper.make_node("Sin", ["h"], ["hs"]),
+        helper.make_node("Mul", ["hs", "scale"], ["hx"]),
+        helper.make_node("MatMul", ["hs", "w2"], ["a"], name="plain"),
+        helper.make_node("MatMul", ["hx", "w2"], ["b"], name="outlier"),
+        helper.make_node("Add", ["a", "b"], ["sum"]),
+        helper.make_node("ReduceMean", ["sum"], ["logits"], axes=[1], keepdims=0),
+    ]
+    inits = [numpy_helper.from_array(rng.normal(size=(1, 8)).astype(np.float32), "w"),
+             numpy_helper.from_array(scale, "scale"),
+             numpy_helper.from_array(rng.normal(size=(8, 4)).astype(np.float32), "w2"),
+             numpy_helper.from_array(np.array([-1], dtype=np.int64), "ax")]
+    graph = helper.make_graph(
+        nodes, "toy",
+        [helper.make_tensor_value_info("input_ids", TensorProto.INT64, [None, None]),
+         helper.make_tensor_value_info("attention_mask", TensorProto.INT64, [None, None])],  # fed, unused
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [None, 4])], inits)
+    path = tmp_path / "toy.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8), str(path))
+    encoder = TextEncoder(tiny_base / "tokenizer.json", MAX_LENGTH)
+    errors = quantization_error(path, ["plain", "outlier"], encoder, ["the army said", "the group said it hit"] * 4)
+    assert errors["outlier"] > 10 * errors["plain"] > 0
+    with pytest.raises(ValueError, match="no MatMul"):
+        quantization_error(path, ["missing"], encoder, ["x"])
+
+
+def test_length_buckets_keep_batches_short_and_stratified() -> None:
+    from sitrep.training.contrastive import stratified_batches
+
+    rng = np.random.default_rng(3)
+    y = rng.random((400, 4)) < 0.15
+    lengths = rng.integers(5, 128, size=400)
+    plain = stratified_batches(y, 16, 50, seed=1)
+    bucketed = stratified_batches(y, 16, 50, seed=1, lengths=lengths)
+    spread = [float(np.ptp(lengths[b])) for b in bucketed]
+    assert np.mean(spread) < 0.5 * np.mean([float(np.ptp(lengths[b])) for b in plain])
+    for b in bucketed:
+        assert len(set(b.tolist())) == 16 and y[b].any(axis=1).sum() == 8
+
+
+@pytest.mark.parametrize("config", sorted((Path(__file__).parent.parent / "sitrep/training/configs").glob("*.toml")),
+                         ids=lambda p: p.stem)
+def test_every_recipe_config_loads(config: Path) -> None:
+    from sitrep.training.config import TrainConfig
+
+    cfg = TrainConfig.load(config)
+    assert cfg.pooling in ("cls", "mean") and all(Path(f).is_file() for f in cfg.train_files + cfg.dev_files)
