@@ -184,3 +184,19 @@ def test_every_recipe_config_loads(config: Path) -> None:
 
     cfg = TrainConfig.load(config)
     assert cfg.pooling in ("cls", "mean") and all(Path(f).is_file() for f in cfg.train_files + cfg.dev_files)
+
+
+def test_gate_compare_stops_once_the_gate_cannot_be_met(tiny_bundle: Path) -> None:
+    from sitrep.models.corpus import label_matrix, read_examples
+    from sitrep.models.runtime import load
+    from sitrep.training.export import Gates, gate_compare
+
+    bundle = load_bundle(tiny_bundle)
+    examples = read_examples(bundle.manifest.training["config"]["dev_file"])[:40]
+    texts, y = [e.text for e in examples], label_matrix(examples)
+    ref = load(bundle, "torch", device="cpu").classify(texts).probs
+    int8 = tiny_bundle / "onnx" / "model.int8.onnx"
+    full, ok = gate_compare(bundle, int8, texts, ref, y, Gates(int8_min_agreement=0.0, int8_max_f1_drop=1.0), chunk=16)
+    assert ok and full["scored"] == full["n"] == 40
+    impossible, ok = gate_compare(bundle, int8, texts, ref, y, Gates(int8_min_agreement=1.01), chunk=16)
+    assert not ok and impossible["scored"] == 16  # failed after the first chunk, the rest never scored

@@ -170,6 +170,7 @@ class Trainer:
         step, epoch, batch_in_epoch = 0, 0, 0
         best = {"macro_f1": -1.0, "step": 0, "epoch": 0}
         best_state: dict[str, Any] | None = None
+        best_dev_logits: np.ndarray | None = None  # the bundle's dev scores need no second pass
         history: list[dict[str, Any]] = []
         bad_evals = 0
         if resume:
@@ -181,6 +182,7 @@ class Trainer:
             scheduler.load_state_dict(ckpt["scheduler"])
             step, epoch, batch_in_epoch = ckpt["step"], ckpt["epoch"], ckpt["batch_in_epoch"]
             best, best_state, history, bad_evals = ckpt["best"], ckpt["best_state"], ckpt["history"], ckpt["bad_evals"]
+            best_dev_logits = ckpt.get("best_dev_logits")
             torch.set_rng_state(ckpt["torch_rng"])
 
         bar = tqdm(total=total_steps, initial=step, desc="train", unit="step", disable=not progress, dynamic_ncols=True)
@@ -230,6 +232,7 @@ class Trainer:
                     if f1 > best["macro_f1"]:
                         best = {"macro_f1": f1, "step": step, "epoch": epoch}
                         best_state = self.trainable_state()
+                        best_dev_logits = dev_logits
                         bad_evals = 0
                     else:
                         bad_evals += 1
@@ -240,7 +243,8 @@ class Trainer:
                         "scheduler": scheduler.state_dict(), "step": step,
                         "epoch": epoch + 1 if next_epoch else epoch,
                         "batch_in_epoch": 0 if next_epoch else bi + 1,
-                        "best": best, "best_state": best_state, "history": history, "bad_evals": bad_evals,
+                        "best": best, "best_state": best_state, "best_dev_logits": best_dev_logits,
+                        "history": history, "bad_evals": bad_evals,
                         "torch_rng": torch.get_rng_state(),
                     })
                     if bad_evals >= cfg.patience:
@@ -255,7 +259,7 @@ class Trainer:
         bar.close()
         if best_state is not None:
             self.model.load_state_dict(best_state, strict=False)
-        return {"steps": step, "best": best, "history": history}
+        return {"steps": step, "best": best, "history": history, "dev_logits": best_dev_logits}
 
 
 def read_splits(cfg: TrainConfig) -> tuple[list[Example], list[Example], list[Example]]:
@@ -313,14 +317,16 @@ def finish_bundle(
     calib_ex: list[Example], result: dict[str, Any], t0: float, extra: dict[str, Any],
 ) -> Path:
     """Calibrate the trained model, score every split, and write the bundle (training and `sitrep soup`)."""
+    dev_logits = result.get("dev_logits")  # the selected checkpoint's, from training's own evaluation
     calib_ids, calib_y = trainer.encode(calib_ex)
-    calib_logits = trainer.predict_logits(calib_ids)
+    calib_logits = dev_logits if calib_ex is dev_ex and dev_logits is not None else trainer.predict_logits(calib_ids)
     calibration, thresholds = calibrate(calib_logits, calib_y.astype(np.int64))
     cut = [thresholds[k] for k in LABELS]
     scores = {"calibration": score_examples(calibrated_probs(calib_logits, calibration), calib_ex, cut)}
     if calib_ex is not dev_ex:
-        dev_ids, _ = trainer.encode(dev_ex)
-        scores["dev"] = score_examples(calibrated_probs(trainer.predict_logits(dev_ids), calibration), dev_ex, cut)
+        if dev_logits is None:
+            dev_logits = trainer.predict_logits(trainer.encode(dev_ex)[0])
+        scores["dev"] = score_examples(calibrated_probs(dev_logits, calibration), dev_ex, cut)
     else:
         scores["dev"] = scores.pop("calibration")
     for split, path in cfg.eval_files.items():
