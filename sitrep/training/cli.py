@@ -107,8 +107,9 @@ def soup(
 ) -> None:
     """Average the weights of several fine-tuned bundles (e.g. seeds of one recipe) into one model.
 
-    The soup is calibrated and scored on the first ingredient's calibration and eval files, like a trained
-    bundle; its manifest lists the ingredients and each dev trial. Then `sitrep export OUT` as usual.
+    The soup starts from the ingredient with the best dev macro-F1 and is calibrated and scored with its
+    training config (calibration and eval files), like a trained bundle; its manifest lists the
+    ingredients and each dev trial. Then `sitrep export OUT` as usual.
 
     Example:
 

@@ -9,7 +9,7 @@ model. Two ways of choosing the ingredients, both on dev only:
   if the soup's dev macro-F1 (at tuned thresholds, as training selects checkpoints) does not drop.
 
 The soup is then calibrated and scored like a freshly trained model (`train.finish_bundle`), with the
-first ingredient's training config; the manifest records the ingredients and every trial.
+best ingredient's training config; the manifest records the ingredients and every trial.
 """
 
 from __future__ import annotations
