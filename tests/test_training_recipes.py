@@ -122,8 +122,9 @@ def test_fake_quant_matches_onnxruntime_dynamic_quantize_linear() -> None:
 
 
 def test_quantization_error_ranks_the_matmul_with_outlier_inputs_first(tiny_base: Path, tmp_path: Path) -> None:
-    """Two MatMuls read the same activations, one through a channel scaled 1000× (a "massive activation"):
-    under a per-tensor dynamic scale its output error is far higher, and it ranks first."""
+    """Two MatMuls compute the same function, but one reads its input with a channel scaled 1000× (a
+    "massive activation", its weight row scaled down to match): under a per-tensor dynamic scale the
+    ordinary channels lose their resolution, so its output error is far higher and it ranks first."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
@@ -134,6 +135,9 @@ def test_quantization_error_ranks_the_matmul_with_outlier_inputs_first(tiny_base
     rng = np.random.default_rng(0)
     scale = np.ones((1, 8), dtype=np.float32)
     scale[0, 0] = 1000.0
+    w2 = rng.normal(size=(8, 4)).astype(np.float32)
+    w3 = w2.copy()
+    w3[0] /= 1000.0  # the same function of the ordinary channels; only the input's range differs
     nodes = [
         helper.make_node("Cast", ["input_ids"], ["xf"], to=TensorProto.FLOAT),
         helper.make_node("Unsqueeze", ["xf", "ax"], ["x3"]),
@@ -141,13 +145,13 @@ def test_quantization_error_ranks_the_matmul_with_outlier_inputs_first(tiny_base
         helper.make_node("Sin", ["h"], ["hs"]),
         helper.make_node("Mul", ["hs", "scale"], ["hx"]),
         helper.make_node("MatMul", ["hs", "w2"], ["a"], name="plain"),
-        helper.make_node("MatMul", ["hx", "w2"], ["b"], name="outlier"),
+        helper.make_node("MatMul", ["hx", "w3"], ["b"], name="outlier"),
         helper.make_node("Add", ["a", "b"], ["sum"]),
         helper.make_node("ReduceMean", ["sum"], ["logits"], axes=[1], keepdims=0),
     ]
     inits = [numpy_helper.from_array(rng.normal(size=(1, 8)).astype(np.float32), "w"),
              numpy_helper.from_array(scale, "scale"),
-             numpy_helper.from_array(rng.normal(size=(8, 4)).astype(np.float32), "w2"),
+             numpy_helper.from_array(w2, "w2"), numpy_helper.from_array(w3, "w3"),
              numpy_helper.from_array(np.array([-1], dtype=np.int64), "ax")]
     graph = helper.make_graph(
         nodes, "toy",
