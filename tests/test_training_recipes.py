@@ -204,3 +204,12 @@ def test_gate_compare_stops_once_the_gate_cannot_be_met(tiny_bundle: Path) -> No
     assert ok and full["scored"] == full["n"] == 40
     impossible, ok = gate_compare(bundle, int8, texts, ref, y, Gates(int8_min_agreement=1.01), chunk=16)
     assert not ok and impossible["scored"] == 16  # failed after the first chunk, the rest never scored
+
+
+def test_calibration_rows_are_found_inside_dev() -> None:
+    from sitrep.models.corpus import Example
+    from sitrep.training.train import _rows_in
+
+    dev = [Example("a", "one", []), Example("b", "two", ["claim"]), Example("c", "three", [])]
+    assert _rows_in([dev[2], dev[0]], dev).tolist() == [2, 0]
+    assert _rows_in([Example("b", "changed", [])], dev) is None

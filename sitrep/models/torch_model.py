@@ -22,6 +22,12 @@ POOLING_KEY = "sitrep_pooling"
 POOLINGS = ("cls", "mean")
 
 
+def mean_pool(hidden: Any, attention_mask: Any) -> Any:
+    """The mean of `hidden` [B, L, H] over the real tokens of `attention_mask` [B, L]: the sentence vector."""
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+
+
 @cache
 def _mean_pooled(base_cls: type) -> type:
     import torch
@@ -35,8 +41,7 @@ def _mean_pooled(base_cls: type) -> type:
                 attention_mask = torch.ones_like(input_ids)
             hidden = encoder(input_ids=input_ids, attention_mask=attention_mask,
                              token_type_ids=token_type_ids).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1.0)
+            pooled = mean_pool(hidden, attention_mask)
             if isinstance(self.classifier, torch.nn.Linear):  # BERT-style: dropout + linear
                 logits = self.classifier(self.dropout(pooled))
             else:  # RoBERTa-style heads read the first position of a sequence

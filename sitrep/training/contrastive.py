@@ -96,6 +96,8 @@ def contrastive_stage(
     """Train `model`'s encoder body on in-batch pairs for `steps` steps. Returns the stage's record."""
     import torch
 
+    from sitrep.models.torch_model import mean_pool
+
     body = getattr(model, model.base_model_prefix)
     params = [p for p in body.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=lr, weight_decay=0.01)
@@ -112,8 +114,7 @@ def contrastive_stage(
         input_ids, mask = encoder.pad([ids[i] for i in idx])
         attn = torch.from_numpy(mask).to(device)
         hidden = body(input_ids=torch.from_numpy(input_ids).to(device), attention_mask=attn).last_hidden_state
-        m = attn.unsqueeze(-1).to(hidden.dtype)
-        pooled = (hidden * m).sum(dim=1) / m.sum(dim=1).clamp(min=1.0)
+        pooled = mean_pool(hidden, attn)
         loss = pair_loss(pooled, torch.from_numpy(jaccard_targets(y[idx])).to(device))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -192,11 +192,16 @@ def quantize(src: Path, dst: Path, recipe: QuantRecipe, exclude: list[str]) -> N
     )
 
 
-def probs_with(bundle: Bundle, path: Path, texts: list[str]) -> np.ndarray:
-    """Calibrated probabilities of an ONNX file that is not (yet) part of the bundle, via the runtime."""
+def _candidate(bundle: Bundle, path: Path) -> Any:
+    """A classifier over an ONNX file that is not (yet) part of the bundle, via the runtime."""
     from sitrep.models.runtime import Classifier, OnnxBackend
 
-    return Classifier(bundle, "onnx-int8", OnnxBackend(path, "onnx-int8", None)).classify(texts).probs
+    return Classifier(bundle, "onnx-int8", OnnxBackend(path, "onnx-int8", None))
+
+
+def probs_with(bundle: Bundle, path: Path, texts: list[str]) -> np.ndarray:
+    """Calibrated probabilities of an ONNX file that is not (yet) part of the bundle."""
+    return _candidate(bundle, path).classify(texts).probs
 
 
 def gate_compare(
@@ -209,17 +214,16 @@ def gate_compare(
     CPU without VNNI most of the ladder fails). The comparison then covers the sentences scored
     (`scored` < `n`).
     """
-    from sitrep.models.runtime import Classifier, OnnxBackend
-
-    clf = Classifier(bundle, "onnx-int8", OnnxBackend(path, "onnx-int8", None))
+    clf = _candidate(bundle, path)
     allowed = (1.0 - gates.int8_min_agreement) * len(texts)
     parts: list[np.ndarray] = []
-    done = 0
+    done = disagree = 0
     while done < len(texts):
-        parts.append(clf.classify(texts[done : done + chunk]).probs)
-        done = min(len(texts), done + chunk)
-        disagree = np.any(decisions(np.concatenate(parts), bundle.thresholds) != decisions(ref[:done], bundle.thresholds),
-                          axis=1).sum()
+        probs = clf.classify(texts[done : done + chunk]).probs
+        ref_part = ref[done : done + len(probs)]
+        disagree += int(np.any(decisions(probs, bundle.thresholds) != decisions(ref_part, bundle.thresholds), axis=1).sum())
+        parts.append(probs)
+        done += len(probs)
         if disagree > allowed:
             break
     cmp = {**compare(ref[:done], np.concatenate(parts), y[:done], bundle.thresholds), "scored": done, "n": len(texts)}

@@ -312,6 +312,17 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, force: bool = False
                          {"contrastive": stage} if stage else {})
 
 
+def _rows_in(subset: list[Example], pool: list[Example]) -> np.ndarray | None:
+    """Positions of `subset`'s examples in `pool` (matched on id and text), or None if one is missing.
+
+    The calibration file is usually one of the dev files (article dev inside dev), so its logits are
+    already among the dev logits training computed.
+    """
+    where = {(e.id, e.text): i for i, e in enumerate(pool)}
+    rows = [where.get((e.id, e.text)) for e in subset]
+    return None if any(r is None for r in rows) else np.asarray(rows, dtype=np.int64)
+
+
 def finish_bundle(
     trainer: Trainer, cfg: TrainConfig, out: Path, train_ex: list[Example], dev_ex: list[Example],
     calib_ex: list[Example], result: dict[str, Any], t0: float, extra: dict[str, Any],
@@ -319,7 +330,8 @@ def finish_bundle(
     """Calibrate the trained model, score every split, and write the bundle (training and `sitrep soup`)."""
     dev_logits = result.get("dev_logits")  # the selected checkpoint's, from training's own evaluation
     calib_ids, calib_y = trainer.encode(calib_ex)
-    calib_logits = dev_logits if calib_ex is dev_ex and dev_logits is not None else trainer.predict_logits(calib_ids)
+    rows = _rows_in(calib_ex, dev_ex) if dev_logits is not None else None
+    calib_logits = dev_logits[rows] if rows is not None else trainer.predict_logits(calib_ids)
     calibration, thresholds = calibrate(calib_logits, calib_y.astype(np.int64))
     cut = [thresholds[k] for k in LABELS]
     scores = {"calibration": score_examples(calibrated_probs(calib_logits, calibration), calib_ex, cut)}
