@@ -136,8 +136,10 @@ def test_client_batches_to_the_server_limit(server: ServerProcess, tiny_bundle: 
         assert exc.value.status == 422 and exc.value.code == "empty_text" and exc.value.field == "items[0].text"
     assert [r["id"] for r in got] == [str(i) for i in range(len(texts))]
     assert_labels_agree([r["labels"] for r in got], expected.labels, expected.probs, load(tiny_bundle).thresholds)
+    # The server ran the sentences in batches of at most 4 (as its batcher formed them), the local call in
+    # one batch of 11: int8's dynamic activation scales depend on the batch, so allow what test_score_ray allows.
     for r, probs in zip(got, expected.probs, strict=True):
-        assert list(r["scores"].values()) == pytest.approx(list(map(float, probs)), abs=1e-5)
+        assert list(r["scores"].values()) == pytest.approx(list(map(float, probs)), abs=5e-5)
 
     async def run() -> list[dict]:
         async with AsyncClient(server.url, KEY, concurrency=3) as c:
