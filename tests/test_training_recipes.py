@@ -213,3 +213,24 @@ def test_calibration_rows_are_found_inside_dev() -> None:
     dev = [Example("a", "one", []), Example("b", "two", ["claim"]), Example("c", "three", [])]
     assert _rows_in([dev[2], dev[0]], dev).tolist() == [2, 0]
     assert _rows_in([Example("b", "changed", [])], dev) is None
+
+
+def test_freeze_layers_keeps_the_embeddings_and_lower_layers_as_the_base(tiny_base: Path, tiny_data: dict,
+                                                                        tmp_path: Path) -> None:
+    from safetensors.numpy import load_file
+
+    from sitrep.training.train import TrainingError, train
+
+    cfg = tiny_config(tiny_base, tiny_data, pooling="mean", max_steps=3, freeze_layers=1, contrastive_steps=3,
+                      contrastive_batch_size=8)
+    out = train(cfg, tmp_path / "f", progress=False)
+    base, tuned = load_file(str(tiny_base / "model.safetensors")), load_file(str(out / "hf" / "model.safetensors"))
+    prefix = next(k for k in tuned if k.endswith("embeddings.word_embeddings.weight")).split("embeddings.")[0]
+    shared = [name for name in base if prefix + name in tuned]  # the mean-pooling model has no pooler
+    assert any(n.startswith("encoder.layer.1.") for n in shared) and any(n.startswith("embeddings.") for n in shared)
+    for name in shared:
+        frozen = name.startswith("embeddings.") or name.startswith("encoder.layer.0.")
+        assert np.array_equal(base[name], tuned[prefix + name]) == frozen, name  # layer 1 trained, layer 0 not
+    assert load_bundle(out).manifest.training["config"]["freeze_layers"] == 1
+    with pytest.raises(TrainingError, match="freeze between 1 and 1"):
+        train(tiny_config(tiny_base, tiny_data, max_steps=1, freeze_layers=2), tmp_path / "bad", progress=False)

@@ -1,7 +1,9 @@
 """A tiny, randomly initialised XLM-R-architecture model and tokenizer, built in the test session.
 
 The tokenizer is a SentencePiece-style Unigram model trained on the corpus' own sentences (so Arabic
-and Persian get real subwords); the model has 2 layers and hidden size 32. Every pipeline test
+and Persian get real subwords), laid out as XLM-R's tokenizer.json is (SentencePiece's precompiled
+nmt_nfkc normalizer, whitespace split + Metaspace, <s> <pad> </s> <unk> at ids 0–3), so export can
+write its SentencePiece model as it does for the real one; the model has 2 layers and hidden size 32. Every pipeline test
 (train, export, serve, score, eval) runs on it in seconds.
 """
 
@@ -39,15 +41,35 @@ def corpus_texts(data_dir: Path) -> list[str]:
     return texts
 
 
+def nmt_nfkc_charsmap(texts: list[str]) -> bytes:
+    """SentencePiece's precompiled nmt_nfkc normalization map (XLM-R's normalizer), from a throwaway model."""
+    import io
+
+    import sentencepiece
+    from sentencepiece import sentencepiece_model_pb2
+
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(sentence_iterator=iter(texts[:300]), model_writer=model, vocab_size=200,
+                                             normalization_rule_name="nmt_nfkc", minloglevel=2)
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(model.getvalue())
+    return proto.normalizer_spec.precompiled_charsmap
+
+
 def build_tiny_base(out: Path, data_dir: Path, vocab_size: int = 2000) -> Path:
-    from tokenizers import SentencePieceUnigramTokenizer
+    from tokenizers import SentencePieceUnigramTokenizer, normalizers, pre_tokenizers
     from tokenizers.processors import TemplateProcessing
     from transformers import XLMRobertaConfig, XLMRobertaModel
 
     out.mkdir(parents=True, exist_ok=True)
     tok = SentencePieceUnigramTokenizer()
-    tok.train_from_iterator(corpus_texts(data_dir), vocab_size=vocab_size, special_tokens=SPECIALS,
+    texts = corpus_texts(data_dir)
+    tok.train_from_iterator(texts, vocab_size=vocab_size, special_tokens=SPECIALS,
                             unk_token="<unk>", show_progress=False)
+    tok.normalizer = normalizers.Precompiled(nmt_nfkc_charsmap(texts))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([
+        pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always", split=True)
+    ])
     tok.post_processor = TemplateProcessing(
         single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>",
         special_tokens=[("<s>", tok.token_to_id("<s>")), ("</s>", tok.token_to_id("</s>"))],

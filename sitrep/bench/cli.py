@@ -233,6 +233,9 @@ def bench_int8(
         "fp16, int8-tensor (ONNX Runtime's, one scale for the table)."),
     embeddings: bool = typer.Option(False, help="Shorthand: add int8-tensor to --word-embeddings."),
     ffn_fp32: bool = typer.Option(False, help="Keep every FFN MatMul fp32 (the last rung of export's uint8 ladder)."),
+    fp32_weights: str = typer.Option(
+        "fp32", help="How the MatMul weights left fp32 are stored in the file, comma-separated: fp32, fp16 "
+        "(half the bytes), fp16+int8-residual (three quarters, near-exact); rebuilt in fp32 once when the session loads."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the rows as JSON here."),
     markdown_path: Path | None = typer.Option(None, "--markdown", help="Write the table as Markdown here."),
 ) -> None:
@@ -247,7 +250,7 @@ def bench_int8(
       sitrep bench int8 artifacts/models/default --thresholds none,3,4,5,6 --weights int8 --markdown int8.md
 
       sitrep bench int8 artifacts/models/default --thresholds none --weights uint8 --ffn-fp32 \\
-          --word-embeddings fp32,int8-row,fp16
+          --word-embeddings fp32,int8-row,fp16 --fp32-weights fp32,fp16,fp16+int8-residual
     """
     from sitrep.bench.int8 import run_study, study_markdown, write_study
     from sitrep.models.bundle import BundleError
@@ -264,7 +267,8 @@ def bench_int8(
     es = [e.strip() for e in word_embeddings.split(",") if e.strip()]
     es += ["int8-tensor"] if embeddings and "int8-tensor" not in es else []
     try:
-        report = run_study(bundle, data, ts, ws, es, ffn_fp32, log=typer.echo)
+        report = run_study(bundle, data, ts, ws, es, ffn_fp32, log=typer.echo,
+                           fp32_weights=[w.strip() for w in fp32_weights.split(",") if w.strip()])
     except (BundleError, CorpusError, FileNotFoundError, ValueError) as exc:
         raise fail(f"{exc}") from exc
     write_study(report, json_path, markdown_path)

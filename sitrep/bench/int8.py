@@ -6,9 +6,11 @@ kernels, `uint8` = u8u8) and each FFN outlier threshold (`none` = no split; sitr
 it quantizes the bundle's optimized fp32 graph (`ffn_fp32`: every FFN MatMul kept fp32, the recipe export
 ends at without VNNI), then stores the word-embedding table each way asked (`fp32`; `int8-row`, one scale
 per row, and `fp16`: sitrep/training/embeddings.py; `int8-tensor`: ONNX Runtime's quantization of the
-fused embedding op, one scale for the table) and reports label agreement, max |Δp| and the macro-F1
-difference against ONNX fp32 (identical to torch within ~1e-5: export's own parity), the number of
-outlier channels split off, the file size and the sentences/s of the int8 model on these sentences.
+fused embedding op, one scale for the table), optionally stores the MatMul weights left fp32 in
+fewer bytes (`--fp32-weights fp16,fp16+int8-residual`: sitrep/training/fp16_weights.py; they still run
+in fp32), and reports label agreement, max |Δp| and the macro-F1 difference against ONNX fp32 (identical to torch within ~1e-5:
+export's own parity), the number of outlier channels split off, the file size and the sentences/s of
+the int8 model on these sentences.
 Nothing is written into the bundle.
 """
 
@@ -27,8 +29,10 @@ from sitrep.models.corpus import label_matrix, read_many
 from sitrep.models.cpu import cpu_name, has_vnni
 from sitrep.training.embeddings import compact_embeddings
 from sitrep.training.export import Gates, OutlierSplits, QuantRecipe, compare, optimize_graph, probs_with, quantize
+from sitrep.training.fp16_weights import store_fp16
 
 EMBEDDINGS = ("fp32", "int8-row", "fp16", "int8-tensor")
+FP32_WEIGHTS = ("fp32", "fp16", "fp16+int8-residual")  # storage of the MatMul weights left fp32
 
 
 @dataclass
@@ -36,6 +40,7 @@ class StudyRow:
     weights: str
     embeddings: str  # how the word-embedding table is stored: one of EMBEDDINGS
     ffn_fp32: bool
+    fp32_weights: str  # storage of the MatMul weights left fp32: one of FP32_WEIGHTS (they run in fp32 either way)
     outlier_threshold: float | None
     outlier_channels: int
     label_agreement: float
@@ -55,6 +60,7 @@ def run_study(
     embeddings: list[str] | None = None,
     ffn_fp32: bool = False,
     log: Any = print,
+    fp32_weights: list[str] | None = None,
 ) -> dict[str, Any]:
     thresholds = thresholds if thresholds is not None else [None, 4.0]
     weights = weights or ["int8", "uint8"]
@@ -62,6 +68,10 @@ def run_study(
     bad = [e for e in embeddings if e not in EMBEDDINGS]
     if bad:
         raise ValueError(f"unknown embedding storage {bad}; choose from {', '.join(EMBEDDINGS)}")
+    fp32_weights = fp32_weights or ["fp32"]
+    bad = [w for w in fp32_weights if w not in FP32_WEIGHTS]
+    if bad:
+        raise ValueError(f"unknown storage for fp32 weights {bad}; choose from {', '.join(FP32_WEIGHTS)}")
     bundle = load_bundle(bundle_path)
     if not bundle.has(ONNX_FILES["onnx"]):
         raise FileNotFoundError(f"{bundle.path}: no {ONNX_FILES['onnx']}; run `sitrep export {bundle.path}` first")
@@ -96,20 +106,30 @@ def run_study(
                         shutil.copyfile(quantized, candidate)
                     else:
                         compact_embeddings(quantized, candidate, emb)
-                    t0 = time.perf_counter()
-                    probs = probs_with(bundle, candidate, texts)
-                    speed = len(texts) / (time.perf_counter() - t0)
-                    cmp = compare(ref, probs, y, bundle.thresholds)
-                    row = StudyRow(wt, emb, ffn_fp32, threshold, sum(map(len, split.values())),
-                                   round(cmp["label_agreement"], 4), round(cmp["max_abs_prob_diff"], 4),
-                                   cmp["macro_f1"], cmp["macro_f1_delta"],
-                                   round(candidate.stat().st_size / 2**20, 1), round(speed, 1),
-                                   cmp["label_agreement"] >= gates.int8_min_agreement
-                                   and -cmp["macro_f1_delta"] <= gates.int8_max_f1_drop)
-                    rows.append(row)
-                    log(f"  weights {wt}, outlier threshold {threshold if threshold is not None else 'none'}, "
-                        f"embeddings {emb}{', FFN fp32' if ffn_fp32 else ''}: agreement {row.label_agreement:.4f}, "
-                        f"ΔF1 {row.macro_f1_delta:+.4f}, {row.size_mb} MB, {row.sentences_per_s} sent/s")
+                    for storage in fp32_weights:
+                        scored = candidate
+                        if storage != "fp32":
+                            scored = work / "candidate.stored-weights.onnx"
+                            try:
+                                store_fp16(candidate, scored, storage)
+                            except ValueError as exc:  # every MatMul quantized: no row to add
+                                log(f"  fp32 weights stored {storage}: skipped ({exc})")
+                                continue
+                        t0 = time.perf_counter()
+                        probs = probs_with(bundle, scored, texts)
+                        speed = len(texts) / (time.perf_counter() - t0)
+                        cmp = compare(ref, probs, y, bundle.thresholds)
+                        row = StudyRow(wt, emb, ffn_fp32, storage, threshold, sum(map(len, split.values())),
+                                       round(cmp["label_agreement"], 4), round(cmp["max_abs_prob_diff"], 4),
+                                       cmp["macro_f1"], cmp["macro_f1_delta"],
+                                       round(scored.stat().st_size / 2**20, 1), round(speed, 1),
+                                       cmp["label_agreement"] >= gates.int8_min_agreement
+                                       and -cmp["macro_f1_delta"] <= gates.int8_max_f1_drop)
+                        rows.append(row)
+                        log(f"  weights {wt}, outlier threshold {threshold if threshold is not None else 'none'}, "
+                            f"embeddings {emb}{', FFN fp32' if ffn_fp32 else ''}, fp32 weights stored {storage}: "
+                            f"agreement {row.label_agreement:.4f}, ΔF1 {row.macro_f1_delta:+.4f}, {row.size_mb} MB, "
+                            f"{row.sentences_per_s} sent/s")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {
@@ -130,9 +150,9 @@ def study_markdown(report: dict[str, Any]) -> str:
         f"outlier channels from {report['calibration_sentences']} training sentences; CPU {report['cpu']['name']} "
         f"(VNNI: {'yes' if report['cpu']['vnni'] else 'no'}).",
         "",
-        "| weights | FFN | outlier threshold | channels split | embeddings | label agreement (sentences) | max \\|Δp\\| "
-        "| macro-F1 | ΔF1 (points) | size MB | sentences/s | gate |",
-        "|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
+        "| weights | FFN | fp32 weights stored | outlier threshold | channels split | embeddings "
+        "| label agreement (sentences) | max \\|Δp\\| | macro-F1 | ΔF1 (points) | size MB | sentences/s | gate |",
+        "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in report["rows"]:
         t = "none" if r["outlier_threshold"] is None else f"{r['outlier_threshold']:g}"
@@ -140,7 +160,8 @@ def study_markdown(report: dict[str, Any]) -> str:
         ffn = "fp32" if r.get("ffn_fp32") else "int8"
         agree = f"{r['label_agreement']:.2%} ({r['label_agreement'] * report['n']:.0f})"
         gate = {True: "pass", False: "fail"}.get(r.get("passes_gate"), "")  # type: ignore[call-overload]
-        lines.append(f"| {r['weights']} | {ffn} | {t} | {r['outlier_channels']} | {emb} | {agree} | "
+        stored = r.get("fp32_weights", "fp32")  # older reports: always fp32
+        lines.append(f"| {r['weights']} | {ffn} | {stored} | {t} | {r['outlier_channels']} | {emb} | {agree} | "
                      f"{r['max_abs_prob_diff']:.3f} | {r['macro_f1']:.4f} | {100 * r['macro_f1_delta']:+.2f} | "
                      f"{r['size_mb']} | {r['sentences_per_s']} | {gate} |")
     return "\n".join(lines) + "\n"

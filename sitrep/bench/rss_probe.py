@@ -1,9 +1,12 @@
-"""RSS of one process serving an int8 file: after load, warm-up, and 300 mixed requests (issue 15).
+"""RSS of one process serving an int8 file: after load, warm-up, and 1,000 mixed requests (issue 15).
 
-    python -m sitrep.bench.rss_probe BUNDLE ONNX_FILE OPTIONS   # OPTIONS: default | noprepack | noarena | noprepack+noarena
+    python -m sitrep.bench.rss_probe BUNDLE ONNX_FILE OPTIONS [REQUESTS]
 
-Prints one JSON line: RSS (MB) after imports, after load, after warm-up, after 300 requests of 1–32 dev
-sentences, and the peak (VmHWM). Run it once per file and option set (each in a fresh process).
+OPTIONS, joined with "+": `default`, `noprepack` (session.disable_prepacking), `noarena` (no CPU memory
+arena), `tokenizer.json` (the Hugging Face tokenizer even where the bundle has its SentencePiece model).
+Prints one JSON line: RSS (MB) after imports, after load, after warm-up, after REQUESTS (default 1,000)
+requests of 1–32 dev sentences, and the peak (VmHWM). Run it once per file and option set (each in a
+fresh process).
 """
 
 from __future__ import annotations
@@ -25,11 +28,12 @@ def hwm() -> float:
         return next(round(int(line.split()[1]) / 1024, 1) for line in f if line.startswith("VmHWM"))
 
 
-def main(bundle_path: str, path: str, options: str) -> None:
+def main(bundle_path: str, path: str, options: str, requests: str = "1000") -> None:
     import onnxruntime as ort
 
     from sitrep.models.bundle import load_bundle
     from sitrep.models.corpus import read_many
+    from sitrep.models.encoding import TextEncoder
     from sitrep.models.runtime import Classifier, OnnxBackend
 
     base = rss()
@@ -44,17 +48,21 @@ def main(bundle_path: str, path: str, options: str) -> None:
     backend.session = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
     backend.input_names = {i.name for i in backend.session.get_inputs()}
     backend.on_gpu = False
-    clf = Classifier(bundle, "onnx-int8", backend)
+    hf = "tokenizer.json" in options.split("+")
+    encoder = TextEncoder(bundle.tokenizer_file, bundle.max_length) if hf else TextEncoder.for_bundle(bundle)
+    clf = Classifier(bundle, "onnx-int8", backend, encoder=encoder)
     loaded = rss()
     clf.warmup()
     warm = rss()
     texts = [e.text for e in read_many("data/dev.jsonl")]
     rng = random.Random(0)
-    for _ in range(300):
+    for _ in range(int(requests)):
         clf.classify(rng.sample(texts, rng.choice([1, 1, 1, 2, 4, 8, 32])), batch_size=32)
-    print(json.dumps({"file": os.path.basename(path), "options": options, "imports_mb": base, "loaded_mb": loaded,
-                      "warm_mb": warm, "after_300_mixed_mb": rss(), "peak_mb": hwm()}))
+    print(json.dumps({"file": os.path.basename(path), "options": options,
+                      "tokenizer": "tokenizer.json" if encoder.spm is None else "sentencepiece",
+                      "imports_mb": base, "loaded_mb": loaded, "warm_mb": warm, "requests": int(requests),
+                      f"after_{requests}_mixed_mb": rss(), "peak_mb": hwm()}))
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:4])
+    main(*sys.argv[1:5])

@@ -31,6 +31,8 @@ FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 HF_DIR = "hf"
 TOKENIZER_FILE = f"{HF_DIR}/tokenizer.json"
+# The same vocabulary as a SentencePiece model, written by `sitrep export` (sitrep/models/encoding.py).
+SPM_FILE = "onnx/tokenizer.spm.model"
 ONNX_FILES = {"onnx": "onnx/model.onnx", "onnx-int8": "onnx/model.int8.onnx", "cuda": "onnx/model.fp16.onnx"}
 
 
@@ -165,6 +167,11 @@ class Bundle:
     @property
     def tokenizer_file(self) -> Path:
         return self.path / TOKENIZER_FILE
+
+    @property
+    def spm_file(self) -> Path | None:
+        """The SentencePiece tokenizer export wrote (None for bundles without one: tokenizer.json is used)."""
+        return self.path / SPM_FILE if self.has(SPM_FILE) else None
 
     @property
     def int8_needs_vnni(self) -> bool:

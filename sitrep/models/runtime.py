@@ -166,11 +166,11 @@ def batched_logits(
 class Classifier:
     """A bundle plus one runtime. Thread-safe for concurrent `classify` calls on ONNX runtimes."""
 
-    def __init__(self, bundle: Bundle, runtime: str, backend: Backend) -> None:
+    def __init__(self, bundle: Bundle, runtime: str, backend: Backend, encoder: TextEncoder | None = None) -> None:
         self.bundle = bundle
         self.runtime = runtime
         self.backend = backend
-        self.encoder = TextEncoder(bundle.tokenizer_file, bundle.max_length)
+        self.encoder = encoder or TextEncoder.for_bundle(bundle)
         self.thresholds = np.asarray(bundle.thresholds, dtype=np.float32)
 
     @property

@@ -32,6 +32,9 @@ class TrainConfig:
     grad_accum: int = 1
     eval_batch_size: int = 64
     freeze_embeddings: bool = True  # keeps the multilingual word embeddings intact (zero-shot transfer)
+    # Also freeze the whole embedding block and the encoder's first N layers: backward stops above them
+    # (less compute per step); 0 = train every layer.
+    freeze_layers: int = 0
     pooling: str = "cls"  # "cls": the library's head on the first token; "mean": mean over tokens
     # A contrastive first stage (SetFit-style, sitrep/training/contrastive.py) on in-batch sentence pairs
     # before the classifier is trained; 0 = none.

@@ -6,7 +6,11 @@ naive dynamic quantization (onnxruntime issue #9599), so export tries a short la
 from naive to conservative, scores each on dev against the torch model, records every attempt in
 the parity report, and keeps the first that passes the gate. On that recipe it then tries storing the
 word-embedding table compactly (per-row int8, then fp16: sitrep/training/embeddings.py), each scored
-against the same gate, and keeps the first that passes (else the table stays fp32).
+against the same gate, and keeps the first that passes (else the table stays fp32); then the MatMul
+weights the recipe left fp32 are stored as fp16 in the file (sitrep/training/fp16_weights.py; they still
+run in fp32), kept if that passes the gate too. Before all of it, export writes the tokenizer as a
+SentencePiece model for the runtime (sitrep/training/sentencepiece_model.py: a quarter of the memory of
+tokenizer.json's reader), kept if it gives the same ids on the parity sentences.
 """
 
 from __future__ import annotations
@@ -27,7 +31,9 @@ from sitrep.models.cpu import cpu_name, has_vnni
 from sitrep.models.encoding import TextEncoder
 from sitrep.models.runtime import RuntimeUnavailable, load
 from sitrep.models.scores import macro_f1
+from sitrep.training import sentencepiece_model
 from sitrep.training.embeddings import compact_embeddings
+from sitrep.training.fp16_weights import store_fp16
 from sitrep.training.outlier_split import fp32_node, quantization_error, split_outliers
 
 OPSET = 17
@@ -35,6 +41,9 @@ PARITY_REPORT = "reports/parity.json"
 PARITY_KEYS = ("max_abs_prob_diff", "label_agreement", "macro_f1", "macro_f1_delta")
 # Word-embedding storage tried on the recipe that passes, most compact first (sitrep/training/embeddings.py).
 WORD_EMBEDDINGS = ("int8-row", "fp16")
+# Storage of the MatMul weights a recipe keeps fp32 (sitrep/training/fp16_weights.py). Plain fp16 is not
+# tried by default: its rounding flipped too many decisions of the uint8 model on the default recipe.
+FP32_WEIGHTS = ("fp16+int8-residual",)
 
 
 class ExportError(RuntimeError):
@@ -46,6 +55,7 @@ class Gates:
     fp32_max_abs_prob: float = 1e-3
     int8_min_agreement: float = 0.99
     int8_max_f1_drop: float = 0.005  # 0.5 point of macro-F1
+    tokenizer_min_identical: float = 0.999  # SentencePiece vs tokenizer.json: sentences with identical ids
 
 
 @dataclass
@@ -253,7 +263,7 @@ class OutlierSplits:
         """(split graph, {MatMul: outlier channels}, the thin fp32 MatMuls to keep out of quantization)."""
         if threshold not in self._built:
             path = self.work / f"model.split{threshold:g}.onnx"
-            encoder = TextEncoder(self.bundle.tokenizer_file, self.bundle.max_length)
+            encoder = TextEncoder.for_bundle(self.bundle)
             self._built[threshold] = (path, split_outliers(self.opt, path, self.ffn, encoder, self.calib, threshold))
         path, split = self._built[threshold]
         return path, split, [fp32_node(name) for name in split]
@@ -271,6 +281,53 @@ def compare(ref_probs: np.ndarray, probs: np.ndarray, y: np.ndarray, thresholds:
     }
 
 
+def _sentencepiece(bundle: Bundle, texts: list[str], gates: Gates, log: Any) -> dict[str, Any]:
+    """Write the runtime's SentencePiece tokenizer into the bundle if it matches tokenizer.json on `texts`."""
+    from sitrep.models.bundle import SPM_FILE
+
+    dst = bundle.path / SPM_FILE
+    try:
+        info = sentencepiece_model.write_spm(bundle.tokenizer_file, dst)
+    except ValueError as exc:  # another tokenizer family: the runtime keeps tokenizer.json
+        log(f"[0/4] tokenizer: no SentencePiece model ({exc})")
+        return {"kept": False, "note": str(exc)}
+    cmp = sentencepiece_model.compare(bundle.tokenizer_file, dst, bundle.max_length, texts)
+    kept = cmp["identical_fraction"] >= gates.tokenizer_min_identical
+    if not kept:
+        dst.unlink()
+    log(f"[0/4] tokenizer: SentencePiece model ({info['pieces']} pieces, {info['bytes'] / 2**20:.1f} MB), identical "
+        f"ids on {cmp['identical']} of {cmp['n']} sentences -> {'kept' if kept else 'not kept: tokenizer.json'}")
+    return {"kept": kept, "file": SPM_FILE if kept else None, **info, **cmp}
+
+
+def _first_compact(
+    what: str, key: str, modes: tuple[str, ...], write: Any, candidate: Path, cmp: dict[str, Any], work: Path,
+    bundle: Bundle, gate_args: tuple[Any, ...], log: Any,
+) -> tuple[str, dict[str, Any], Path, list[dict[str, Any]]]:
+    """Try `write(candidate, dst, mode)` for each mode in order, gate each; keep the first that passes.
+
+    Returns (mode kept or "fp32", its gate figures, its file, the attempts). A ValueError from `write`
+    (nothing of that kind in this graph) ends the tries.
+    """
+    attempts: list[dict[str, Any]] = []
+    for mode in modes:
+        dst = work / f"candidate.{key}-{mode}.onnx"
+        try:
+            info = write(candidate, dst, mode)
+        except ValueError as exc:
+            log(f"      + {what} {mode}: skipped ({exc})")
+            attempts.append({key: mode, "skipped": str(exc), "passed": False})
+            break
+        cmp_m, ok = gate_compare(bundle, dst, *gate_args)
+        attempts.append({key: mode, **cmp_m, "passed": ok, "size_mb": round(dst.stat().st_size / 2**20, 1),
+                         "stored_mb": round(float(info["bytes_after"]) / 2**20, 1)})
+        log(f"      + {what} {mode}: agreement {cmp_m['label_agreement']:.4f}, max|Δp| {cmp_m['max_abs_prob_diff']:.4f}, "
+            f"ΔF1 {cmp_m['macro_f1_delta']:+.4f}, {attempts[-1]['size_mb']} MB -> {'pass' if ok else 'fail'}")
+        if ok:
+            return mode, cmp_m, dst, attempts
+    return "fp32", cmp, candidate, attempts
+
+
 def _register(bundle: Bundle) -> Bundle:
     """Rehash the bundle's files into its manifest (new ONNX files become part of it)."""
     return write_bundle_manifest(bundle.path, bundle.manifest)
@@ -284,12 +341,16 @@ def export(
     log: Any = print,
     portable: bool = False,
     word_embeddings: tuple[str, ...] = WORD_EMBEDDINGS,
+    fp32_weights: tuple[str, ...] = FP32_WEIGHTS,
+    sentencepiece: bool = True,
 ) -> dict[str, Any]:
     """Export all three ONNX files into the bundle and write the parity report. Raises ExportError.
 
     `portable`: only recipes with uint8 weights, safe on CPUs without VNNI (sitrep/models/cpu.py), even on one with.
     `word_embeddings`: compact storages of the word-embedding table to try, in order, on the recipe that
-    passes (`()`: keep it fp32).
+    passes (`()`: keep it fp32). `fp32_weights`: storages to try, in order, for the MatMul weights the
+    recipe keeps fp32 (they still run in fp32; sitrep/training/fp16_weights.py; `()`: as they are). `sentencepiece`: write the
+    tokenizer as a SentencePiece model for the runtime, kept if its ids match tokenizer.json's.
     """
     gates = gates or Gates()
     bundle = load_bundle(bundle_path)
@@ -304,6 +365,9 @@ def export(
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     t0 = time.perf_counter()
+
+    tokenizer = _sentencepiece(bundle, texts, gates, log) if sentencepiece else {"kept": False, "note": "not tried"}
+    bundle = _register(bundle)
 
     log(f"[1/4] torch fp32 reference on {len(texts)} sentences from {data}")
     ref = load(bundle, "torch", device="cpu").classify(texts).probs
@@ -334,7 +398,7 @@ def export(
                 f"above |x| {recipe.outlier_threshold:g} on {len(splits.calib)} calibration sentences")
         if recipe.exclude_sensitive:
             if ranking is None:
-                encoder = TextEncoder(bundle.tokenizer_file, bundle.max_length)
+                encoder = TextEncoder.for_bundle(bundle)
                 errors = quantization_error(opt, splits.ffn, encoder, splits.calib)
                 ranking = sorted(errors.items(), key=lambda x: -x[1])
                 log(f"      sensitivity: {len(ranking)} FFN MatMuls ranked by simulated uint8 output error "
@@ -351,31 +415,25 @@ def export(
             f"max|Δp| {cmp['max_abs_prob_diff']:.4f}, ΔF1 {cmp['macro_f1_delta']:+.4f} -> {'pass' if ok else 'fail'}"
             + ("" if cmp["scored"] == cmp["n"] else f" (stopped after {cmp['scored']} of {cmp['n']} sentences)"))
         if ok:
-            storage = "fp32"
-            for mode in word_embeddings:
-                compact = work / f"candidate.{mode}.onnx"
-                try:
-                    info = compact_embeddings(candidate, compact, mode)
-                except ValueError as exc:  # e.g. the naive recipe quantized the table's Gather itself
-                    log(f"      + word embeddings {mode}: skipped ({exc})")
-                    attempts.append({"word_embeddings": mode, "skipped": str(exc), "passed": False})
-                    break
-                cmp_e, ok_e = gate_compare(bundle, compact, texts, ref, y, gates)
-                attempts.append({"recipe": asdict(recipe), "word_embeddings": mode, "fp32_nodes": exclude, **cmp_e,
-                                 "passed": ok_e, "size_mb": round(compact.stat().st_size / 2**20, 1),
-                                 "table_mb": round(float(info["bytes_after"]) / 2**20, 1)})
-                log(f"      + word embeddings {mode}: agreement {cmp_e['label_agreement']:.4f}, "
-                    f"max|Δp| {cmp_e['max_abs_prob_diff']:.4f}, ΔF1 {cmp_e['macro_f1_delta']:+.4f}, "
-                    f"{attempts[-1]['size_mb']} MB -> {'pass' if ok_e else 'fail'}")
-                if ok_e:
-                    storage, cmp, candidate = mode, cmp_e, compact
-                    break
+            # Compact storages on the passing recipe, each scored against the same gate; the first that passes stays.
+            base = {"recipe": asdict(recipe), "fp32_nodes": exclude}
+            gate_args = (texts, ref, y, gates)
+            storage, cmp, candidate, tried = _first_compact(
+                "word embeddings", "word_embeddings", word_embeddings, compact_embeddings, candidate, cmp, work,
+                bundle, gate_args, log)
+            attempts += [base | a for a in tried]
+            weights, cmp, candidate, tried = _first_compact(
+                "fp32 MatMul weights stored", "fp32_weights_stored", fp32_weights, store_fp16, candidate, cmp, work,
+                bundle, gate_args, log)
+            attempts += [base | {"word_embeddings_kept": storage} | a for a in tried]
             shutil.copyfile(candidate, int8)
             bundle = _register(bundle)
             # int8 weights whose parity was measured on saturation-free (VNNI) kernels: warn on CPUs without.
             needs_vnni = recipe.weight_type == "int8" and has_vnni()
-            chosen = {**cmp, "recipe": recipe.name + ("" if storage == "fp32" else f", word embeddings {storage}"),
-                      "weights": recipe.weight_type, "needs_vnni": needs_vnni, "word_embeddings": storage}
+            chosen = {**cmp, "recipe": recipe.name + ("" if storage == "fp32" else f", word embeddings {storage}")
+                      + ("" if weights == "fp32" else f", fp32 weights stored {weights}"),
+                      "weights": recipe.weight_type, "needs_vnni": needs_vnni, "word_embeddings": storage,
+                      "fp32_weights_stored": weights}
             break
     if ranking is not None:
         attempts.append({"sensitivity_ranking": [{"node": n, "relative_output_error": float(f"{d:.4g}")}
@@ -405,6 +463,7 @@ def export(
         "n": len(texts),
         "torch_macro_f1": round(f_ref, 4),
         "gates": asdict(gates),
+        "tokenizer": tokenizer,
         "runtimes": {p.runtime: asdict(p) for p in (onnx_parity, int8_parity, fp16_parity)},
         "cpu": {"name": cpu_name(), "vnni": has_vnni()},
         "sizes_mb": {rt: round((bundle.path / rel).stat().st_size / 2**20, 1)
@@ -420,6 +479,8 @@ def export(
         "int8_recipe": int8_parity.recipe,
         "int8_weights": chosen["weights"] if chosen else None,
         "int8_word_embeddings": chosen["word_embeddings"] if chosen else None,
+        "int8_fp32_weights_stored": chosen["fp32_weights_stored"] if chosen else None,
+        "tokenizer": "sentencepiece" if tokenizer["kept"] else "tokenizer.json",
         "int8_needs_vnni": bool(chosen and chosen["needs_vnni"]),
     }
     _register(bundle)

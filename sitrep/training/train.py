@@ -98,11 +98,17 @@ class Trainer:
             id2label=dict(enumerate(LABELS)),
             label2id={k: i for i, k in enumerate(LABELS)},
         ).to(self.device)
-        self.frozen: set[str] = set()
         if cfg.freeze_embeddings:
-            emb = self.model.get_input_embeddings()
-            emb.weight.requires_grad_(False)
-            self.frozen = {n for n, p in self.model.named_parameters() if p is emb.weight}
+            self.model.get_input_embeddings().weight.requires_grad_(False)
+        if cfg.freeze_layers:
+            body = getattr(self.model, self.model.base_model_prefix)
+            layers = body.encoder.layer
+            if not 0 < cfg.freeze_layers < len(layers):
+                raise TrainingError(f"freeze_layers {cfg.freeze_layers}: the encoder has {len(layers)} layers; "
+                                    f"freeze between 1 and {len(layers) - 1} of them")
+            for module in (body.embeddings, *layers[: cfg.freeze_layers]):
+                module.requires_grad_(False)
+        self.frozen = {n for n, p in self.model.named_parameters() if not p.requires_grad}
         self.amp_dtype = None
         if self.device.type == "cuda" and cfg.mixed_precision != "none":
             bf16 = torch.cuda.is_bf16_supported()
