@@ -246,3 +246,24 @@ def test_int8_model_verified_with_vnni_warns_on_a_cpu_without(
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         load(copy, "onnx-int8")
+
+
+def test_last_rung_keeps_attention_outputs_fp32_too(tiny_bundle: Path, tmp_path: Path) -> None:
+    import onnx
+
+    from sitrep.training.export import LADDER, QuantRecipe, attention_output_matmuls, ffn_matmuls, optimize_graph
+
+    bundle = load_bundle(tiny_bundle)
+    opt = tmp_path / "opt.onnx"
+    optimize_graph(bundle, bundle.onnx_file("onnx"), opt)
+    names = attention_output_matmuls(opt)
+    graph = onnx.load(str(opt)).graph
+    assert len(names) == bundle_layers(tiny_bundle) and not set(names) & {n for g in ffn_matmuls(opt) for n in g}
+    assert all(n.op_type == "MatMul" for n in graph.node if n.name in names)
+    last = LADDER[-1]
+    assert last.attention_output_fp32 and last.exclude_sensitive == -1 and not LADDER[-2].attention_output_fp32
+    assert QuantRecipe("x", per_channel=True).attention_output_fp32 is False
+
+
+def bundle_layers(path: Path) -> int:
+    return json.loads((path / "hf" / "config.json").read_text())["num_hidden_layers"]

@@ -3,8 +3,8 @@
 Two readers of the same vocabulary: the Hugging Face `tokenizers` Unigram model from tokenizer.json
 (training, and bundles exported before the SentencePiece file existed), and SentencePiece with the
 model export derives from that tokenizer.json (sitrep/training/sentencepiece_model.py), which the
-runtime prefers where a bundle has it: the same ids (export checks them on its parity sentences), in
-about 70 MB of memory instead of 280 MB for the 250k-piece vocabulary, and faster per sentence.
+runtime prefers where a bundle has it: the same ids (export checks them on its parity sentences) in a
+fraction of the memory tokenizer.json's reader takes for the 250k-piece vocabulary (sitrep/models/README.md).
 """
 
 from __future__ import annotations

@@ -1,10 +1,10 @@
 """A SentencePiece model of the bundle's tokenizer.json, for the runtime (written by `sitrep export`).
 
 The bundled encoder's tokenizer is XLM-R's: a SentencePiece Unigram model of 250,002 pieces that the
-Hugging Face `tokenizers` library reads from tokenizer.json. In `tokenizers` it costs a serving process
-about 280 MB of memory (its lattice trie of the whole vocabulary); SentencePiece itself holds the same
-vocabulary in about 70 MB and encodes a sentence several times faster (`sitrep bench models` reports
-the served RSS). This module writes the SentencePiece model back from tokenizer.json, piece for piece:
+Hugging Face `tokenizers` library reads from tokenizer.json. Loaded by `tokenizers` it takes 282 MB of a
+serving process's memory; SentencePiece itself holds the same vocabulary in far less (the served RSS with
+each: sitrep/models/README.md, "Served-process memory"). This module writes the SentencePiece model back
+from tokenizer.json, piece for piece:
 
 - every piece at its tokenizer.json id with its score, so ids need no mapping; `<s>`, `<pad>`, `</s>`
   and `<mask>` are control pieces, `<unk>` the unknown piece (ids 0, 1, 2, 250001 and 3, as in XLM-R);
@@ -13,12 +13,14 @@ the served RSS). This module writes the SentencePiece model back from tokenizer.
   which is what tokenizer.json's WhitespaceSplit + Metaspace pre-tokenizer does.
 
 The two readers are not guaranteed identical: both run Viterbi over the same lattice, and where two
-segmentations score exactly (or, in float arithmetic, nearly) the same they may pick different ones —
-on this repository's corpus 3 of 10,431 texts differ (a run of 500 "x", a segmentation tie in one
-Kurdish word of a whole article, and literal "<s>"/"</s>" strings, which tokenizer.json turns into
-control tokens and SentencePiece reads as text). So export compares the two on its parity sentences
-and keeps the SentencePiece model only if at least `min_identical` of them get identical ids
-(`compare`), recording the count and the differing sentences in reports/parity.json.
+segmentations score exactly (or, in float arithmetic, nearly) the same they may pick different ones. On
+every text in data/ (10,409 sentences and article texts; `compare` at max length 128, 2026-12-05) the
+bundled encoder's two readers give identical ids; they differ on a literal "<s> … </s>" string, which
+tokenizer.json turns into control tokens and SentencePiece reads as text (so a client cannot inject
+control tokens), and, without truncation, on a run of 500 "x" and one Kurdish word deep inside a whole
+article text (segmentation ties). So export compares the two on its parity sentences and keeps
+the SentencePiece model only if at least `Gates.tokenizer_min_identical` of them get identical ids,
+recording the count and the differing sentences in reports/parity.json.
 """
 
 from __future__ import annotations
