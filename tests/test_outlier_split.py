@@ -85,7 +85,7 @@ def test_bench_int8_compares_settings_against_fp32(tiny_bundle: Path, tmp_path: 
         ("int8", None), ("uint8", None), ("int8", 0.5), ("uint8", 0.5)]
     assert rows[0]["outlier_channels"] == 0 < rows[2]["outlier_channels"] == rows[3]["outlier_channels"]
     assert all(0 <= r["label_agreement"] <= 1 and r["sentences_per_s"] > 0 and r["size_mb"] > 0 for r in rows)
-    assert "| weights | FFN | outlier threshold |" in (tmp_path / "m.md").read_text()
+    assert "| weights | FFN | fp32 weights stored | outlier threshold |" in (tmp_path / "m.md").read_text()
     assert (tiny_bundle / "manifest.json").read_bytes() == manifest  # the bundle is left as it was
     bad = CliRunner().invoke(app, ["bench", "int8", str(tiny_bundle), "--weights", "int4"])
     assert bad.exit_code == 2 and "int8 and/or uint8" in bad.output

@@ -1,4 +1,4 @@
-"""The runtime's SentencePiece tokenizer: the ids of tokenizer.json, a fraction of its memory."""
+"""The runtime's SentencePiece tokenizer (the ids of tokenizer.json, a fraction of its memory), and the heap trim."""
 
 from __future__ import annotations
 
@@ -93,3 +93,14 @@ def test_rss_probe_reports_each_tokenizer(tiny_bundle: Path) -> None:
         rows.append(json.loads(out.strip().splitlines()[-1]))
     assert [r["tokenizer"] for r in rows] == ["sentencepiece", "tokenizer.json"]
     assert all(r["requests"] == 5 and r["peak_mb"] >= r["after_5_mixed_mb"] > r["imports_mb"] for r in rows)
+
+
+def test_the_runtime_gives_freed_heap_back_after_loading(tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sitrep.models.runtime as runtime
+    from sitrep.models.memory import trim_heap
+
+    calls: list[int] = []
+    monkeypatch.setattr(runtime, "trim_heap", lambda: calls.append(1) or True)
+    load(tiny_bundle, "onnx-int8")
+    assert calls == [1]
+    assert trim_heap() in (True, False)  # glibc: 1 if it released pages; elsewhere no call at all

@@ -3,7 +3,8 @@
     python -m sitrep.bench.rss_probe BUNDLE ONNX_FILE OPTIONS [REQUESTS]
 
 OPTIONS, joined with "+": `default`, `noprepack` (session.disable_prepacking), `noarena` (no CPU memory
-arena), `tokenizer.json` (the Hugging Face tokenizer even where the bundle has its SentencePiece model).
+arena), `tokenizer.json` (the Hugging Face tokenizer even where the bundle has its SentencePiece model),
+`notrim` (no `malloc_trim` after loading, which the runtime does: sitrep/models/memory.py).
 Prints one JSON line: RSS (MB) after imports, after load, after warm-up, after REQUESTS (default 1,000)
 requests of 1–32 dev sentences, and the peak (VmHWM). Run it once per file and option set (each in a
 fresh process).
@@ -34,6 +35,7 @@ def main(bundle_path: str, path: str, options: str, requests: str = "1000") -> N
     from sitrep.models.bundle import load_bundle
     from sitrep.models.corpus import read_many
     from sitrep.models.encoding import TextEncoder
+    from sitrep.models.memory import trim_heap
     from sitrep.models.runtime import Classifier, OnnxBackend
 
     base = rss()
@@ -46,6 +48,8 @@ def main(bundle_path: str, path: str, options: str, requests: str = "1000") -> N
     if "noarena" in options:
         so.enable_cpu_mem_arena = False
     backend.session = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
+    if "notrim" not in options.split("+"):
+        trim_heap()  # as the runtime does after loading (sitrep/models/memory.py)
     backend.input_names = {i.name for i in backend.session.get_inputs()}
     backend.on_gpu = False
     hf = "tokenizer.json" in options.split("+")

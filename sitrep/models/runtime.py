@@ -26,6 +26,7 @@ from sitrep.models.bundle import HF_DIR, ONNX_FILES, TOKENIZER_FILE, Bundle, Bun
 from sitrep.models.calibration import calibrated_probs, labels_above
 from sitrep.models.cpu import has_vnni
 from sitrep.models.encoding import Encoded, TextEncoder, padded_batches
+from sitrep.models.memory import trim_heap
 
 RUNTIMES = ("onnx-int8", "onnx", "cuda", "torch")
 DEFAULT_RUNTIME = "onnx-int8"
@@ -87,6 +88,7 @@ class OnnxBackend:
         if runtime == "cuda" and self.session.get_providers()[0] != "CUDAExecutionProvider":
             raise RuntimeUnavailable("the CUDA execution provider did not initialise (no GPU visible?)")
         self.input_names = {i.name for i in self.session.get_inputs()}
+        trim_heap()  # building the session freed several times what it keeps (sitrep/models/memory.py)
 
     def run(self, outputs: list[str], input_ids: np.ndarray, attention_mask: np.ndarray) -> list[np.ndarray]:
         """The named graph outputs for one padded batch (the graph may not take every input)."""

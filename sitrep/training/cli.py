@@ -151,8 +151,8 @@ def export(
         "(fp16: 2 bytes a weight; fp16+int8-residual: 3 bytes, near-exact); they still run in fp32; each must pass "
         "the same gate. 'fp32' keeps them as they are."),
     sentencepiece: bool = typer.Option(
-        True, help="Write the tokenizer as a SentencePiece model for the runtime (about 70 MB of memory instead of "
-        "280), kept if it gives tokenizer.json's ids on the parity sentences."),
+        True, help="Write the tokenizer as a SentencePiece model for the runtime (a fraction of the memory "
+        "tokenizer.json's reader takes), kept if it gives tokenizer.json's ids on the parity sentences."),
 ) -> None:
     """Export ONNX fp32, int8 (CPU) and fp16 (CUDA) into the bundle, with parity gates against torch.
 
