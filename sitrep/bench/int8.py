@@ -29,10 +29,10 @@ from sitrep.models.corpus import label_matrix, read_many
 from sitrep.models.cpu import cpu_name, has_vnni
 from sitrep.training.embeddings import compact_embeddings
 from sitrep.training.export import Gates, OutlierSplits, QuantRecipe, compare, optimize_graph, probs_with, quantize
-from sitrep.training.fp16_weights import store_fp16
+from sitrep.training.fp16_weights import MODES, store_fp16
 
 EMBEDDINGS = ("fp32", "int8-row", "fp16", "int8-tensor")
-FP32_WEIGHTS = ("fp32", "fp16", "fp16+int8-residual")  # storage of the MatMul weights left fp32
+FP32_WEIGHTS = ("fp32", *MODES)  # storage of the MatMul weights left fp32 (sitrep/training/fp16_weights.py)
 
 
 @dataclass

@@ -4,8 +4,9 @@ Building an ONNX Runtime session allocates far more than the session keeps: the 
 the graph copies of each optimization pass, the initializers before constant folding (the int8 model's
 compactly stored fp32 weights are rebuilt then: sitrep/training/fp16_weights.py) and before prepacking.
 glibc's malloc keeps those freed pages in the process, so a serving process's RSS stays at its loading
-peak: on the default int8 model 522 MB right after the session is built, 217 MB after `malloc_trim(0)`
-(sitrep/models/README.md, "Served-process memory"). The runtime calls `trim_heap` once after loading.
+peak: on the default int8 model, 531 MB after loading without the trim and 294 MB with it
+(`python -m sitrep.bench.rss_probe BUNDLE FILE notrim` vs `default`; sitrep/models/README.md,
+"Served-process memory"). The runtime calls `trim_heap` once after loading.
 """
 
 from __future__ import annotations

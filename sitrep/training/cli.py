@@ -172,7 +172,9 @@ def export(
     if bad:
         raise fail(f"--word-embeddings takes int8-row, fp16 or fp32 (got {bad})")
     stores = tuple(m.strip() for m in fp32_weights.split(",") if m.strip() and m.strip() != "fp32")
-    bad = [m for m in stores if m not in ("fp16", "fp16+int8-residual")]
+    from sitrep.training.fp16_weights import MODES
+
+    bad = [m for m in stores if m not in MODES]
     if bad:
         raise fail(f"--fp32-weights takes fp16, fp16+int8-residual or fp32 (got {bad})")
     try:

@@ -14,8 +14,11 @@ from tokenizer.json, piece for piece:
 
 The two readers are not guaranteed identical: both run Viterbi over the same lattice, and where two
 segmentations score exactly (or, in float arithmetic, nearly) the same they may pick different ones. On
-every text in data/ (10,409 sentences and article texts; `compare` at max length 128, 2026-12-05) the
-bundled encoder's two readers give identical ids; they differ on a literal "<s> … </s>" string, which
+every text in data/ (10,409 sentences and article texts; `compare` at max length 128, 2026-12-05:
+`python -c "import glob,json; from pathlib import Path; from sitrep.training.sentencepiece_model import
+compare; B=Path('artifacts/models/default'); t=[json.loads(l)['text'] for f in glob.glob('data/**/*.jsonl',
+recursive=True) for l in open(f)]; print(compare(B/'hf/tokenizer.json', B/'onnx/tokenizer.spm.model', 128, t))"`)
+the bundled encoder's two readers give identical ids; they differ on a literal "<s> … </s>" string, which
 tokenizer.json turns into control tokens and SentencePiece reads as text (so a client cannot inject
 control tokens), and, without truncation, on a run of 500 "x" and one Kurdish word deep inside a whole
 article text (segmentation ties). So export compares the two on its parity sentences and keeps
