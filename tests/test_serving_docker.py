@@ -151,3 +151,35 @@ def _base_env() -> dict[str, str]:
 
     keep = ("PIP_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "SSL_CERT", "REQUESTS_CA_BUNDLE", "LANG", "LC_")
     return {k: v for k, v in os.environ.items() if k.startswith(keep) or k in ("TMPDIR",)}
+
+
+def test_cpu_image_with_model_copies_what_the_int8_runtime_reads(tiny_bundle: Path) -> None:
+    """The `with-model` stage copies the manifest and every file `runtime_files` names for onnx-int8
+    (the SentencePiece tokenizer included when the bundle has one), each to its place in the bundle."""
+    from fnmatch import fnmatch
+
+    from sitrep.models.bundle import MANIFEST, SPM_FILE, load_bundle
+    from sitrep.models.runtime import runtime_files
+
+    bundle = load_bundle(tiny_bundle)
+    assert bundle.spm_file is not None  # the tiny bundle is exported like the default one
+    prefix = "artifacts/models/default/"
+    copied: set[str] = set()
+    for word, args in instructions(REPO / "Dockerfile.cpu", "with-model"):
+        if word != "COPY":
+            continue
+        *sources, dest = [p for p in shlex.split(args) if not p.startswith("--")]
+        for src in sources:
+            assert src.startswith(prefix), src
+            rel = src.removeprefix(prefix)
+            target = dest.removeprefix("/models/default/")
+            placed = (target + Path(rel).name) if dest.endswith("/") else target
+            # a glob source lands where its matches would: check the bundle's files against it
+            matches = [f for f in [MANIFEST, *bundle.manifest.files] if fnmatch(f, rel)]
+            assert matches, f"COPY {src}: matches no bundle file"
+            for f in matches:
+                assert f in (placed, target + Path(f).name), f"COPY {src} -> {dest}: {f} would land elsewhere"
+                copied.add(f)
+    needed = {MANIFEST, *runtime_files("onnx-int8", bundle)}
+    assert SPM_FILE in needed
+    assert needed <= copied, f"missing from the image: {sorted(needed - copied)}"

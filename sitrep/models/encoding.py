@@ -81,11 +81,22 @@ class TextEncoder:
         return input_ids, mask
 
 
-def length_batches(lengths: np.ndarray, batch_size: int, max_tokens: int | None = None) -> list[np.ndarray]:
+# What one model call costs beyond its tokens, in tokens: a batch of B texts padded to L costs about
+# CALL_OVERHEAD_TOKENS + B * L token-times on CPU. Measured with `sitrep bench shapes BUNDLE` (ONNX
+# Runtime int8 and fp32, 2 threads: a fixed 2-3 ms a call, one token about 0.3 ms; sitrep/models/README.md).
+CALL_OVERHEAD_TOKENS = 8
+
+
+def length_batches(
+    lengths: np.ndarray, batch_size: int, max_tokens: int | None = None, overhead_tokens: int | None = None
+) -> list[np.ndarray]:
     """Indices grouped into batches of similar length (so little padding is wasted).
 
     Batches hold at most `batch_size` texts and, when `max_tokens` is given, at most that many
-    padded tokens. Callers scatter results back with the returned indices, so order is preserved.
+    padded tokens. With `overhead_tokens` (CPU runtimes), each such batch is further cut where that
+    lowers its padded cost, one call costing `overhead_tokens` + texts × longest length
+    (`split_by_cost`): 31 short texts and one long one become two calls instead of 32 texts padded
+    to the long one. Callers scatter results back with the returned indices, so order is preserved.
     """
     order = np.argsort(lengths, kind="stable")
     batches: list[np.ndarray] = []
@@ -96,15 +107,45 @@ def length_batches(lengths: np.ndarray, batch_size: int, max_tokens: int | None 
             if max_tokens is not None and lengths[order[end]] * (end - start + 1) > max_tokens:
                 break
             end += 1
-        batches.append(order[start:end])
+        chunk = order[start:end]
+        if overhead_tokens is None or len(chunk) == 1:
+            batches.append(chunk)
+        else:
+            batches.extend(chunk[a:b] for a, b in split_by_cost(lengths[chunk], overhead_tokens))
         start = end
     return batches
 
 
+def split_by_cost(sorted_lengths: np.ndarray, overhead_tokens: int) -> list[tuple[int, int]]:
+    """The cheapest cut of ascending lengths into consecutive calls: [(start, end), ...].
+
+    A call of texts i..j-1 costs `overhead_tokens` + (j - i) × lengths[j - 1] (padded to its longest);
+    dynamic programming over the cut points finds the minimum total (O(n²) for one batch of n).
+    """
+    n = len(sorted_lengths)
+    best = np.zeros(n + 1)
+    cut = np.zeros(n + 1, dtype=np.int64)
+    for j in range(1, n + 1):
+        starts = np.arange(j)
+        costs = best[:j] + overhead_tokens + (j - starts) * float(sorted_lengths[j - 1])
+        k = int(np.argmin(costs))
+        best[j], cut[j] = costs[k], k
+    spans: list[tuple[int, int]] = []
+    j = n
+    while j > 0:
+        spans.append((int(cut[j]), j))
+        j = int(cut[j])
+    return spans[::-1]
+
+
 def padded_batches(
-    encoder: TextEncoder, encoded: Encoded, batch_size: int, max_tokens: int | None = None
+    encoder: TextEncoder,
+    encoded: Encoded,
+    batch_size: int,
+    max_tokens: int | None = None,
+    overhead_tokens: int | None = None,
 ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """(indices, input_ids, attention_mask) for each length-bucketed batch of `encoded`, padded."""
-    for idx in length_batches(encoded.lengths, batch_size, max_tokens):
+    for idx in length_batches(encoded.lengths, batch_size, max_tokens, overhead_tokens):
         input_ids, mask = encoder.pad([encoded.ids[i] for i in idx])
         yield idx, input_ids, mask

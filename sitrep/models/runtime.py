@@ -22,10 +22,10 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from sitrep.models.bundle import HF_DIR, ONNX_FILES, TOKENIZER_FILE, Bundle, BundleError, load_bundle
+from sitrep.models.bundle import HF_DIR, ONNX_FILES, SPM_FILE, TOKENIZER_FILE, Bundle, BundleError, load_bundle
 from sitrep.models.calibration import calibrated_probs, labels_above
 from sitrep.models.cpu import has_vnni
-from sitrep.models.encoding import Encoded, TextEncoder, padded_batches
+from sitrep.models.encoding import CALL_OVERHEAD_TOKENS, Encoded, TextEncoder, padded_batches
 from sitrep.models.memory import trim_heap
 
 RUNTIMES = ("onnx-int8", "onnx", "cuda", "torch")
@@ -151,10 +151,15 @@ def batched_logits(
     batch_size: int = 32,
     max_tokens: int | None = None,
     timings: Timings | None = None,
+    overhead_tokens: int | None = None,
 ) -> np.ndarray:
-    """Raw logits [n, labels] for tokenized texts: length-bucketed batches, padded, run, scattered back."""
+    """Raw logits [n, labels] for tokenized texts: length-bucketed batches, padded, run, scattered back.
+
+    `overhead_tokens`: cut batches where fewer padded tokens pay for the extra call (CPU; see
+    `models.encoding.length_batches`); None keeps each batch whole (GPU, where a call costs more).
+    """
     out: np.ndarray | None = None
-    for idx, input_ids, mask in padded_batches(encoder, encoded, batch_size, max_tokens):
+    for idx, input_ids, mask in padded_batches(encoder, encoded, batch_size, max_tokens, overhead_tokens):
         t0 = time.perf_counter()
         logits = backend(input_ids, mask)
         if timings is not None:
@@ -166,14 +171,27 @@ def batched_logits(
 
 
 class Classifier:
-    """A bundle plus one runtime. Thread-safe for concurrent `classify` calls on ONNX runtimes."""
+    """A bundle plus one runtime. Thread-safe for concurrent `classify` calls on ONNX runtimes.
 
-    def __init__(self, bundle: Bundle, runtime: str, backend: Backend, encoder: TextEncoder | None = None) -> None:
+    On CPU a batch of texts of mixed lengths is cut into calls of similar lengths where the padding
+    saved pays for the extra call (`split_batches`, default on; `models.encoding.length_batches`):
+    a request of 32 sentences then costs about its real tokens, not 32 × its longest sentence.
+    """
+
+    def __init__(
+        self,
+        bundle: Bundle,
+        runtime: str,
+        backend: Backend,
+        encoder: TextEncoder | None = None,
+        split_batches: bool = True,
+    ) -> None:
         self.bundle = bundle
         self.runtime = runtime
         self.backend = backend
         self.encoder = encoder or TextEncoder.for_bundle(bundle)
         self.thresholds = np.asarray(bundle.thresholds, dtype=np.float32)
+        self.overhead_tokens = CALL_OVERHEAD_TOKENS if split_batches and not backend.on_gpu else None
 
     @property
     def labels(self) -> list[str]:
@@ -192,7 +210,9 @@ class Classifier:
     ) -> np.ndarray:
         if not encoded.ids:
             return np.zeros((0, len(self.labels)), dtype=np.float32)
-        return batched_logits(self.encoder, self.backend, encoded, batch_size, max_tokens, timings)
+        return batched_logits(
+            self.encoder, self.backend, encoded, batch_size, max_tokens, timings, self.overhead_tokens
+        )
 
     def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
         return self.logits_encoded(self.encode(texts), batch_size)
@@ -229,10 +249,13 @@ class Classifier:
         self.classify(["warm-up", "warm-up " * (self.bundle.max_length // 2)], batch_size=2)
 
 
-def runtime_files(runtime: str) -> list[str]:
+def runtime_files(runtime: str, bundle: Bundle | None = None) -> list[str]:
+    """The bundle files a runtime reads: its model and the tokenizer (the SentencePiece model where
+    `bundle` has one — `TextEncoder.for_bundle` then never opens tokenizer.json — else tokenizer.json)."""
+    tokenizer = SPM_FILE if bundle is not None and bundle.spm_file is not None else TOKENIZER_FILE
     if runtime == "torch":
-        return [f"{HF_DIR}/config.json", f"{HF_DIR}/model.safetensors", TOKENIZER_FILE]
-    return [ONNX_FILES[runtime], TOKENIZER_FILE]
+        return [f"{HF_DIR}/config.json", f"{HF_DIR}/model.safetensors", tokenizer]
+    return [ONNX_FILES[runtime], tokenizer]
 
 
 def load(
@@ -243,12 +266,16 @@ def load(
     device: str | None = None,
     verify: bool = True,
     spin: bool = True,
+    split_batches: bool = True,
 ) -> Classifier:
-    """Load a bundle with one runtime. Verifies the hashes of the files that runtime reads."""
+    """Load a bundle with one runtime. Verifies the hashes of the files that runtime reads.
+
+    `split_batches=False` keeps every batch one padded call (see `Classifier`; benchmarks compare both).
+    """
     if runtime not in RUNTIMES:
         raise ValueError(f"unknown runtime {runtime!r}; choose one of {', '.join(RUNTIMES)}")
     b = bundle if isinstance(bundle, Bundle) else load_bundle(bundle, verify=False)
-    needed = runtime_files(runtime)
+    needed = runtime_files(runtime, b)
     for rel in needed:
         if not b.has(rel):
             hint = " (run `sitrep export BUNDLE`)" if rel.startswith("onnx/") else ""
@@ -267,4 +294,4 @@ def load(
         backend: Backend = TorchBackend(b.hf_dir, threads, device)
     else:
         backend = OnnxBackend(b.onnx_file(runtime), runtime, threads, spin=spin)
-    return Classifier(b, runtime, backend)
+    return Classifier(b, runtime, backend, split_batches=split_batches)

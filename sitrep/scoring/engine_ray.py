@@ -178,7 +178,7 @@ def score_ray(
     if actors < 1:
         raise ScoreError("--ray-actors must be at least 1")
     files, bundle = plan(opts)
-    bundle.verify(runtime_files(opts.runtime))  # fail here, not in every actor
+    bundle.verify(runtime_files(opts.runtime, bundle))  # fail here, not in every actor
     job = job_fingerprint(opts, files, bundle, "ray")
     out = opts.output
     finished = claim_output(out, job, opts.overwrite)
