@@ -21,7 +21,8 @@ def bench(tiny_bundle: Path, tiny_data: dict[str, Path], tmp_path_factory: pytes
     out = tmp_path_factory.mktemp("bench")
     res = CliRunner().invoke(app, ["bench", "models", str(tiny_bundle), "--data", str(tiny_data["test"]),
                                    "--sentences", "12", "--batch-sizes", "1,4", "--min-batches", "3",
-                                   "--variants", "pipeline,onnx,onnx-int8,cuda", "--gemm-size", "64",
+                                   "--variants", "pipeline,onnx,onnx-int8,onnx-int8-padded,cuda",
+                                   "--gemm-size", "64",
                                    "--threads", "1", "--out", str(out)])  # fmt: skip
     assert res.exit_code == 0, res.output
     return {
@@ -36,7 +37,7 @@ def test_rows_ratios_and_fields(bench: dict) -> None:
     assert b["n_sentences"] == 12 and b["threads"] == 1
     ok = [r for r in b["rows"] if r["status"] == "ok"]
     assert {(r["variant"], r["batch_size"]) for r in ok} == {
-        (v, bs) for v in ("pipeline", "onnx", "onnx-int8") for bs in (1, 4)
+        (v, bs) for v in ("pipeline", "onnx", "onnx-int8", "onnx-int8-padded") for bs in (1, 4)
     }
     for bs in (1, 4):
         rows = {r["variant"]: r for r in ok if r["batch_size"] == bs}
@@ -75,6 +76,9 @@ def test_rows_ratios_and_fields(bench: dict) -> None:
         assert rows["onnx-int8"]["peak_kind"] == b["int8_kernel"] and b["int8_kernel"] in ("u8s8", "u8u8")
         best = b["gemm_peak"]["int8"]["peak_gflops"]
         assert best == max(b["gemm_peak"]["u8s8"]["peak_gflops"], b["gemm_peak"]["u8u8"]["peak_gflops"])
+        # The padded variant is the same model, one padded call a batch: same kernel, near-same answers.
+        assert rows["onnx-int8-padded"]["peak_kind"] == rows["onnx-int8"]["peak_kind"]
+        assert rows["onnx-int8-padded"]["max_abs_prob_diff_vs_fp32"] < 0.05
         assert rows["onnx-int8"]["fraction_of_int8_peak"] == pytest.approx(
             rows["onnx-int8"]["executed_gflops_per_s"] / best, rel=0.01, abs=1e-4
         )
@@ -119,6 +123,15 @@ def test_flops_and_sentence_selection(tiny_data: dict[str, Path]) -> None:
     assert (
         prof["bulk_length_sorted"]["2"] == (encoder_flops(3, 1, 2, 4, 4) + encoder_flops(1, 1, 2, 4, 4)) / 2
     )
+    # The runtime's cost-based split: a 100 and a 1 in one request become two calls; a 3 and a 1 stay one
+    # (another call's 8 tokens of overhead cost more than the 2 padded tokens it would save).
+    prof = flops_profile(np.asarray([100, 1, 3, 1]), shape, [2])
+    assert prof["requests_split"]["2"] == (
+        encoder_flops(100, 1, 2, 4, 4) + encoder_flops(1, 1, 2, 4, 4) + 2 * encoder_flops(3, 1, 2, 4, 4)
+    ) / 4
+    assert prof["executed_flops_per_sentence"]["2"] == (
+        2 * encoder_flops(100, 1, 2, 4, 4) + 2 * encoder_flops(3, 1, 2, 4, 4)
+    ) / 4
     examples = read_examples(tiny_data["test"])
     picked = select_sentences(examples, 9)
     assert len(picked) == 9 and all(len(e.text) >= 60 for e in picked)
@@ -154,3 +167,23 @@ def test_missing_int8_is_skipped_with_reason(
     assert skipped["status"] == "skipped" and "model.int8.onnx" in skipped["reason"]
     assert result["target"]["met"] is None and "onnx-int8" in result["target"]["reason"]
     assert "`onnx-int8` skipped" in result["markdown"]
+
+
+def test_the_pipeline_runs_the_bundles_own_pooling(tiny_bundle: Path, tmp_path: Path) -> None:
+    """A mean-pooled bundle's pipeline is mean-pooled too: transformers alone would build its default head."""
+    import shutil
+
+    from sitrep.bench.worker import pipeline_runner
+    from sitrep.models.runtime import load
+
+    copy = shutil.copytree(tiny_bundle, tmp_path / "mean")
+    config_path = copy / "hf" / "config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config["sitrep_pooling"] = "mean"
+    config_path.write_text(json.dumps(config), encoding="utf-8")
+    texts = ["The group said it hit the base.", "Two soldiers were wounded, the ministry said on Tuesday."]
+    probs, _ = pipeline_runner(copy, 1)(texts, 2)
+    mean = load(copy, "torch", verify=False).classify(texts).probs
+    cls = load(tiny_bundle, "torch").classify(texts).probs
+    assert np.max(np.abs(probs - mean)) < 1e-3
+    assert np.max(np.abs(mean - cls)) > 1e-3  # the pooling changes the scores, so the check above can fail

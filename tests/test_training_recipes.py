@@ -204,6 +204,19 @@ def test_gate_compare_stops_once_the_gate_cannot_be_met(tiny_bundle: Path) -> No
     assert ok and full["scored"] == full["n"] == 40
     impossible, ok = gate_compare(bundle, int8, texts, ref, y, Gates(int8_min_agreement=1.01), chunk=16)
     assert not ok and impossible["scored"] == 16  # failed after the first chunk, the rest never scored
+    # A full comparison is order-free: scored hardest-first, its figures are the whole set's.
+    from sitrep.training.export import compare
+
+    whole = compare(ref, load(bundle, "onnx-int8").classify(texts).probs, y, bundle.thresholds)
+    for k in ("label_agreement", "macro_f1", "macro_f1_delta"):
+        assert full[k] == pytest.approx(whole[k], abs=2e-4), k
+
+
+def test_hardest_first_orders_by_the_nearest_threshold() -> None:
+    from sitrep.training.export import hardest_first
+
+    ref = np.asarray([[0.9, 0.1], [0.52, 0.0], [0.2, 0.35], [0.5, 0.5]])
+    assert hardest_first(ref, [0.5, 0.4]).tolist() == [3, 1, 2, 0]
 
 
 def test_calibration_rows_are_found_inside_dev() -> None:

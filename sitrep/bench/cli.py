@@ -158,8 +158,9 @@ def bench_models_command(
     ),
     batch_sizes: str = typer.Option("1,32", help="Comma-separated batch sizes."),
     variants: str = typer.Option(
-        "pipeline,torch,onnx,onnx-int8,cuda",
-        help="Comma-separated: pipeline (transformers fp32), torch, onnx, onnx-int8, cuda (fp16, GPU only).",
+        "pipeline,torch,onnx,onnx-int8,onnx-int8-padded,cuda",
+        help="Comma-separated: pipeline (transformers fp32), torch, onnx, onnx-int8, onnx-int8-padded "
+        "(int8 with each batch one padded call, to see what the runtime's split saves), cuda (fp16, GPU only).",
     ),
     min_batches: int = typer.Option(
         24, min=1, help="Time at least this many request batches per variant and batch size."
@@ -276,8 +277,81 @@ def bench_int8(
 
 
 
+def bench_shapes(
+    bundle: Path = typer.Argument(..., help="An exported model bundle."),
+    runtime: str = typer.Option("onnx-int8", help=f"Runtime to time: {', '.join(RUNTIMES)}."),
+    batch_sizes: str = typer.Option("1,2,4,8,16,32", help="Comma-separated batch sizes."),
+    lengths: str = typer.Option("16,32,64,128", help="Comma-separated padded lengths, in tokens."),
+    repeats: int = typer.Option(5, min=1, help="Timed calls per shape (the median is kept)."),
+    threads: int | None = typer.Option(None, help="Threads for the runtime (default: all cores)."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the report as JSON here."),
+    markdown_path: Path | None = typer.Option(None, "--markdown", help="Write the table as Markdown here."),
+) -> None:
+    """What one model call costs by batch size and length, and a call's fixed cost in tokens.
+
+    Fits ms = overhead + per-token × B × L over the shapes: overhead / per-token is what the runtime's
+    cost-based split of mixed-length batches assumes (CALL_OVERHEAD_TOKENS in sitrep/models/encoding.py).
+
+    Examples:
+
+      sitrep bench shapes artifacts/models/default
+
+      sitrep bench shapes artifacts/models/default --runtime onnx --lengths 16,48,96 --json shapes.json
+    """
+    from sitrep.bench.common import write_report
+    from sitrep.bench.shapes import run_shapes, shapes_markdown
+    from sitrep.models.bundle import BundleError
+
+    if runtime not in RUNTIMES:
+        raise fail(f"--runtime must be one of {', '.join(RUNTIMES)}")
+    try:
+        bs = [int(x) for x in batch_sizes.split(",") if x.strip()]
+        ls = [int(x) for x in lengths.split(",") if x.strip()]
+        report = run_shapes(bundle, runtime, bs, ls, repeats, threads)
+    except (BundleError, ValueError) as exc:
+        raise fail(str(exc)) from exc
+    md = shapes_markdown(report)
+    write_report(report, json_path, md, markdown_path)
+    typer.echo(md)
+
+
+def bench_request_path(
+    bundle: Path = typer.Argument(..., help="An exported model bundle."),
+    runtime: str = typer.Option("onnx-int8", help=f"Runtime: {', '.join(RUNTIMES)}."),
+    data: Path = typer.Option(Path("data/test.jsonl"), help="JSONL to draw the sentences from."),
+    requests: int = typer.Option(300, min=1, help="Single-sentence requests to time."),
+    threads: int | None = typer.Option(None, help="Threads for the runtime (default: all cores)."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the report as JSON here."),
+    markdown_path: Path | None = typer.Option(None, "--markdown", help="Write the table as Markdown here."),
+) -> None:
+    """Where a single-sentence request spends its time: validate, plan, tokenize, pad, model, calibrate,
+    build, JSON — the service's own functions, in process (HTTP and queueing: `sitrep bench http`).
+
+    Examples:
+
+      sitrep bench request-path artifacts/models/default
+
+      sitrep bench request-path artifacts/models/default --runtime onnx --requests 1000 --json path.json
+    """
+    from sitrep.bench.common import write_report
+    from sitrep.bench.request_path import request_path_markdown, run_request_path
+    from sitrep.models.bundle import BundleError
+
+    if runtime not in RUNTIMES:
+        raise fail(f"--runtime must be one of {', '.join(RUNTIMES)}")
+    try:
+        report = run_request_path(bundle, runtime, data, requests, threads)
+    except (BundleError, ValueError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from exc
+    md = request_path_markdown(report)
+    write_report(report, json_path, md, markdown_path)
+    typer.echo(md)
+
+
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     bench.command("http")(bench_http)
     bench.command("score")(bench_score)
     bench.command("models")(bench_models_command)
     bench.command("int8")(bench_int8)
+    bench.command("shapes")(bench_shapes)
+    bench.command("request-path")(bench_request_path)

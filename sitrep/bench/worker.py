@@ -43,15 +43,19 @@ class Skip(Exception):
 def pipeline_runner(bundle_path: Path, threads: int | None) -> Runner:
     """The transformers text-classification pipeline, fp32 on CPU: what a user would run instead.
 
-    Its sigmoid scores are mapped through the bundle's calibration and thresholds (models.calibration)
-    only to score macro-F1 on the same decision rule as our runtime; the timed call is the pipeline's.
+    The pipeline gets the bundle's own torch model (`models.torch_model.load_classifier`, so a
+    mean-pooled bundle is mean-pooled: `transformers` alone would build its default head, whose
+    pooler layer the bundle does not train) and its tokenizer. Its sigmoid scores are mapped through
+    the bundle's calibration and thresholds (models.calibration) only to score macro-F1 on the same
+    decision rule as our runtime; the timed call is the pipeline's.
     """
     import torch
-    from transformers import pipeline
+    from transformers import AutoTokenizer, pipeline
     from transformers.utils import logging as hf_logging
 
     from sitrep.models.bundle import load_bundle
     from sitrep.models.calibration import calibrated_probs, labels_above
+    from sitrep.models.torch_model import load_classifier
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
@@ -60,7 +64,8 @@ def pipeline_runner(bundle_path: Path, threads: int | None) -> Runner:
     bundle = load_bundle(bundle_path, verify=False)
     pipe = pipeline(
         "text-classification",
-        model=str(bundle.hf_dir),
+        model=load_classifier(bundle.hf_dir).eval(),
+        tokenizer=AutoTokenizer.from_pretrained(str(bundle.hf_dir)),
         top_k=None,
         function_to_apply="sigmoid",
         device="cpu",
@@ -80,12 +85,14 @@ def pipeline_runner(bundle_path: Path, threads: int | None) -> Runner:
     return run
 
 
-def runtime_runner(bundle_path: Path, runtime: str, threads: int | None) -> Runner:
+def runtime_runner(bundle_path: Path, variant: str, threads: int | None) -> Runner:
+    """Our runtime; variant `<runtime>-padded` turns off its cost-based split (one padded call a batch)."""
     from sitrep.models.bundle import BundleError
     from sitrep.models.runtime import RuntimeUnavailable, load
 
+    runtime = variant.removesuffix("-padded")
     try:
-        clf = load(bundle_path, runtime, threads=threads)
+        clf = load(bundle_path, runtime, threads=threads, split_batches=not variant.endswith("-padded"))
     except (RuntimeUnavailable, BundleError) as exc:
         raise Skip(str(exc)) from exc
     clf.warmup()

@@ -237,11 +237,15 @@ def gate_compare(
 
     Stops as soon as more sentences disagree than the agreement gate allows on the whole set: the
     candidate has failed whatever the rest would show, and scoring it to the end only costs time (on a
-    CPU without VNNI most of the ladder fails). The comparison then covers the sentences scored
-    (`scored` < `n`).
+    CPU without VNNI most of the ladder fails). Sentences are scored nearest-a-threshold first
+    (`hardest_first`), where a candidate's decisions flip first, so a failing one stops early; the
+    comparison then covers the sentences scored (`scored` < `n`). A candidate scored to the end is
+    compared on the whole set, whose order changes no figure.
     """
     clf = _candidate(bundle, path)
     allowed = (1.0 - gates.int8_min_agreement) * len(texts)
+    order = hardest_first(ref, bundle.thresholds)
+    texts, ref, y = [texts[i] for i in order], ref[order], y[order]
     parts: list[np.ndarray] = []
     done = disagree = 0
     while done < len(texts):
@@ -256,6 +260,12 @@ def gate_compare(
     ok = (done == len(texts) and cmp["label_agreement"] >= gates.int8_min_agreement
           and -cmp["macro_f1_delta"] <= gates.int8_max_f1_drop)
     return cmp, ok
+
+
+def hardest_first(ref: np.ndarray, thresholds: list[float] | np.ndarray) -> np.ndarray:
+    """Sentence indices by how close the reference's nearest label probability is to its threshold."""
+    margin = np.min(np.abs(np.asarray(ref) - np.asarray(thresholds, dtype=np.float64)[None, :]), axis=1)
+    return np.argsort(margin, kind="stable")
 
 
 def calibration_texts(bundle: Bundle, fallback: list[str], n: int = 256) -> list[str]:
