@@ -267,3 +267,34 @@ def test_last_rung_keeps_attention_outputs_fp32_too(tiny_bundle: Path, tmp_path:
 
 def bundle_layers(path: Path) -> int:
     return json.loads((path / "hf" / "config.json").read_text())["num_hidden_layers"]
+
+
+def test_a_table_that_stays_fp32_sends_export_to_the_rung_without_int8(
+    tiny_bundle: Path, tiny_data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When no compact word-embedding table passes on the first passing uint8 recipe, export tries the
+    rung with no int8 MatMul (fp32 compute, compact storage) and keeps it if it passes."""
+    import onnx
+
+    from sitrep.training import export as export_mod
+
+    real = export_mod.compact_embeddings
+    integer_ops = {"MatMulInteger", "DynamicQuantizeMatMul", "QAttention"}
+
+    def only_without_int8(src: Path, dst: Path, mode: str) -> dict:
+        if integer_ops & {n.op_type for n in onnx.load(str(src), load_external_data=False).graph.node}:
+            raise ValueError("this test refuses compact tables on int8 graphs")
+        return real(src, dst, mode)
+
+    monkeypatch.setattr(export_mod, "compact_embeddings", only_without_int8)
+    copy = shutil.copytree(tiny_bundle, tmp_path / "b")
+    report = export_mod.export(copy, data=tiny_data["dev"], gates=tiny_gates(), log=lambda *_: None, portable=True)
+    m = load_bundle(copy).manifest
+    assert m.export["int8_recipe"].startswith("no int8 MatMul") and "word embeddings int8-row" in m.export["int8_recipe"]
+    assert m.export["int8_weights"] == "none" and m.export["int8_word_embeddings"] == "int8-row"
+    ops = {n.op_type for n in onnx.load(str(copy / "onnx" / "model.int8.onnx")).graph.node}
+    assert not ops & integer_ops
+    tried = [a["recipe"]["name"] for a in report["runtimes"]["onnx-int8"]["attempts"] if "recipe" in a]
+    assert tried[0] == "optimized graph, per-channel uint8" and tried[-1].startswith("no int8 MatMul")
+    probs = load(copy, "onnx-int8").classify(["The group said it hit the base."]).probs
+    assert probs.shape == (1, len(LABELS))

@@ -73,6 +73,10 @@ class QuantRecipe:
     outlier_threshold: float | None = None
     vnni_only: bool = False  # tried only on CPUs with VNNI, where int8 weights cannot saturate (sitrep/models/cpu.py)
     embeddings: bool = False  # quantize the embedding table too (EmbedLayerNormalization); `sitrep bench int8`
+    quantize: bool = True  # False: no int8 MatMul at all, the optimized fp32 graph (only its storage is compacted)
+    # Tried only when the first uint8 recipe that passes keeps its word-embedding table fp32 (no compact
+    # storage passed the gate on top of its int8 noise): a compact file then costs little speed.
+    storage_fallback: bool = False
 
 
 # From naive to conservative; the first recipe that passes the gate is kept. On multilingual-e5-small
@@ -95,6 +99,8 @@ LADDER = [
     QuantRecipe("all FFN MatMuls in fp32", per_channel=True, exclude_sensitive=-1),
     QuantRecipe("all FFN and attention-output MatMuls in fp32", per_channel=True, exclude_sensitive=-1,
                 attention_output_fp32=True),
+    QuantRecipe("no int8 MatMul (every MatMul fp32; only the storage is compact)", per_channel=True,
+                quantize=False, storage_fallback=True),
 ]
 
 
@@ -414,7 +420,11 @@ def export(
     optimize_graph(bundle, fp32, opt)
     splits = OutlierSplits(bundle, opt, work, texts)
     ranking: list[tuple[str, float]] | None = None
-    for recipe in ladder(portable=portable):
+    rungs = ladder(portable=portable)
+    kept: dict[str, Any] | None = None  # a passing uint8 recipe whose table stayed fp32, while the fallback is tried
+    for recipe in rungs:
+        if recipe.storage_fallback != (kept is not None):
+            continue  # the fallback rung only after such a pass, and nothing else then
         exclude: list[str] = []
         src = opt if recipe.optimize else fp32
         split: dict[str, list[int]] = {}
@@ -434,7 +444,10 @@ def export(
         if recipe.attention_output_fp32:
             exclude = exclude + attention_output_matmuls(opt)
         candidate = work / "candidate.int8.onnx"
-        quantize(src, candidate, recipe, exclude)
+        if recipe.quantize:
+            quantize(src, candidate, recipe, exclude)
+        else:
+            shutil.copyfile(src, candidate)
         cmp, ok = gate_compare(bundle, candidate, texts, ref, y, gates)
         attempts.append({"recipe": asdict(recipe), "fp32_nodes": exclude, **cmp, "passed": ok,
                          "size_mb": round(candidate.stat().st_size / 2**20, 1)}
@@ -450,19 +463,32 @@ def export(
                 "word embeddings", "word_embeddings", word_embeddings, compact_embeddings, candidate, cmp, work,
                 bundle, gate_args, log)
             attempts += [base | a for a in tried]
+            # With no int8 noise, plain fp16 weights are near-exact: tried first there (a smaller file).
+            modes = fp32_weights if recipe.quantize or not fp32_weights else tuple(dict.fromkeys(("fp16", *fp32_weights)))
             weights, cmp, candidate, tried = _first_compact(
-                "fp32 MatMul weights stored", "fp32_weights_stored", fp32_weights, store_fp16, candidate, cmp, work,
+                "fp32 MatMul weights stored", "fp32_weights_stored", modes, store_fp16, candidate, cmp, work,
                 bundle, gate_args, log)
             attempts += [base | {"word_embeddings_kept": storage} | a for a in tried]
-            shutil.copyfile(candidate, int8)
-            bundle = _register(bundle)
             # int8 weights whose parity was measured on saturation-free (VNNI) kernels: warn on CPUs without.
             needs_vnni = recipe.weight_type == "int8" and has_vnni()
-            chosen = {**cmp, "recipe": recipe.name + ("" if storage == "fp32" else f", word embeddings {storage}")
+            result = {**cmp, "recipe": recipe.name + ("" if storage == "fp32" else f", word embeddings {storage}")
                       + ("" if weights == "fp32" else f", fp32 weights stored {weights}"),
-                      "weights": recipe.weight_type, "needs_vnni": needs_vnni, "word_embeddings": storage,
-                      "fp32_weights_stored": weights}
+                      "weights": recipe.weight_type if recipe.quantize else "none", "needs_vnni": needs_vnni,
+                      "word_embeddings": storage, "fp32_weights_stored": weights, "file": candidate}
+            if (storage == "fp32" and word_embeddings and recipe.weight_type == "uint8" and kept is None
+                    and any(r.storage_fallback for r in rungs)):
+                kept = {**result, "file": work / "kept.int8.onnx"}
+                shutil.copyfile(candidate, kept["file"])
+                log("      no compact word-embedding table passed on this recipe: trying the rung without int8 "
+                    "MatMuls for one (kept as is if that fails)")
+                continue
+            chosen = kept if kept is not None and storage == "fp32" else result
             break
+    if chosen is None and kept is not None:
+        chosen = kept  # the fallback rung failed the gate: the passing recipe with its fp32 table
+    if chosen is not None:
+        shutil.copyfile(chosen.pop("file"), int8)
+        bundle = _register(bundle)
     if ranking is not None:
         attempts.append({"sensitivity_ranking": [{"node": n, "relative_output_error": float(f"{d:.4g}")}
                                                  for n, d in ranking]})

@@ -35,12 +35,17 @@ MODES = ("fp16", "fp16+int8-residual")
 MIN_ELEMENTS = 1024  # smaller weights (e.g. a classifier head: hidden × 4) are not worth a node
 
 
+# Ops whose second input is a weight matrix: MatMul, and the fused fp32 Attention (its QKV weight) of a
+# graph with no int8 MatMul (export's last rung); an int8 graph's QAttention holds uint8 weights.
+WEIGHT_OPS = ("MatMul", "Attention")
+
+
 def fp32_matmul_weights(graph: Any) -> list[str]:
-    """Names of the 2-D fp32 initializers used as a MatMul's weight (second input), in graph order."""
+    """Names of the 2-D fp32 initializers used as a MatMul's (or fp32 Attention's) weight, in graph order."""
     inits = {i.name: i for i in graph.initializer}
     names: list[str] = []
     for node in graph.node:
-        if node.op_type != "MatMul" or node.input[1] not in inits or node.input[1] in names:
+        if node.op_type not in WEIGHT_OPS or node.input[1] not in inits or node.input[1] in names:
             continue
         init = inits[node.input[1]]
         if init.data_type == 1 and len(init.dims) == 2 and int(np.prod(init.dims)) >= MIN_ELEMENTS:
@@ -79,7 +84,7 @@ def store_fp16(src: Path, dst: Path, mode: str = "fp16") -> dict[str, int]:
     if not names:
         raise ValueError("no fp32 MatMul weights in the graph (every MatMul is quantized)")
     inits = {i.name: i for i in graph.initializer}
-    users = {name for node in graph.node if node.op_type != "MatMul" for name in node.input}
+    users = {name for node in graph.node if node.op_type not in WEIGHT_OPS for name in node.input}
     shared = [n for n in names if n in users]
     if shared:  # another op reads the weight in fp32 too: leave the graph alone rather than rewire it
         raise ValueError(f"fp32 MatMul weight {shared[0]} is also read by a non-MatMul node")
