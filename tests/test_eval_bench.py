@@ -185,5 +185,5 @@ def test_the_pipeline_runs_the_bundles_own_pooling(tiny_bundle: Path, tmp_path: 
     probs, _ = pipeline_runner(copy, 1)(texts, 2)
     mean = load(copy, "torch", verify=False).classify(texts).probs
     cls = load(tiny_bundle, "torch").classify(texts).probs
-    assert np.max(np.abs(probs - mean)) < 1e-3
-    assert np.max(np.abs(mean - cls)) > 1e-3  # the pooling changes the scores, so the check above can fail
+    assert np.max(np.abs(probs - mean)) < 2e-5
+    assert np.max(np.abs(mean - cls)) > 1e-4  # the pooling changes the scores, so the check above can fail
