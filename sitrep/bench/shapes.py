@@ -21,11 +21,13 @@ from sitrep.models.encoding import CALL_OVERHEAD_TOKENS
 
 
 def fit_call_cost(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Least-squares ``ms = overhead_ms + ms_per_token × B × L`` over the rows' median times."""
+    """Least-squares ``ms = overhead_ms + ms_per_token × B × L`` over the rows' median times, in relative
+    error (each row weighted by 1 / its time): in absolute error the largest shapes, whose few percent of
+    noise exceed a call's whole overhead, would decide the intercept."""
     tokens = np.asarray([r["batch_size"] * r["length"] for r in rows], dtype=np.float64)
     ms = np.asarray([r["median_ms"] for r in rows], dtype=np.float64)
-    design = np.stack([np.ones_like(tokens), tokens], axis=1)
-    (overhead, per_token), *_ = np.linalg.lstsq(design, ms, rcond=None)
+    design = np.stack([np.ones_like(tokens), tokens], axis=1) / ms[:, None]
+    (overhead, per_token), *_ = np.linalg.lstsq(design, np.ones_like(ms), rcond=None)
     return {
         "overhead_ms": round(float(overhead), 3),
         "ms_per_token": round(float(per_token), 5),
