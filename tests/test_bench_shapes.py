@@ -24,7 +24,7 @@ def test_fit_recovers_overhead_and_per_token_cost() -> None:
 def test_shape_batch_is_exactly_b_by_l_with_the_specials_kept() -> None:
     ids = np.asarray([0, 11, 12, 13, 2])
     for length in (2, 3, 5, 9):
-        input_ids, mask = shape_batch(ids, 3, length, pad_id=1)
+        input_ids, mask = shape_batch(ids, 3, length)
         assert input_ids.shape == mask.shape == (3, length) and mask.all()
         assert input_ids[0, 0] == 0 and input_ids[0, -1] == 2
         assert set(input_ids[0, 1:-1].tolist()) <= {11, 12, 13}

@@ -3,7 +3,8 @@
 The stages are the service's own functions, called in process in the order a request meets them
 (HTTP parsing, the event loop and the batcher's queue are `sitrep bench http`'s): the request body
 validated (`schemas.ClassifyRequest`), planned (`planning.plan_request`), tokenized (the bundle's
-`TextEncoder`), padded, the model run (the runtime's backend: ONNX Runtime or torch), calibrated and
+`TextEncoder`), padded and run through the runtime's own batching (`Classifier.logits_encoded`, whose
+`Timings` separate the backend call — ONNX Runtime or torch — from the padding), calibrated and
 thresholded (`models.calibration`), the results built (`planning.build_results`) and rendered as the
 JSON response. For each stage: the median and p90 over the requests and its share of the median total;
 "not the model" is everything but the model call, the per-request overhead the issue asks to remove.
@@ -35,8 +36,7 @@ def run_request_path(
     from fastapi.responses import JSONResponse
 
     from sitrep.models.calibration import calibrated_probs, labels_above
-    from sitrep.models.encoding import padded_batches
-    from sitrep.models.runtime import load
+    from sitrep.models.runtime import Timings, load
     from sitrep.serving.planning import Limits, build_results, plan_request
     from sitrep.serving.schemas import ClassifyRequest
     from sitrep.serving.settings import Settings
@@ -63,10 +63,12 @@ def run_request_path(
         plan = timed("plan", lambda request=request: plan_request(limits, request.items))
         encoded = timed("tokenize", lambda plan=plan: clf.encode(plan.texts))
         tokens.append(int(encoded.lengths.sum()))
-        batches = timed(
-            "pad", lambda encoded=encoded: list(padded_batches(clf.encoder, encoded, 1, None, clf.overhead_tokens))
-        )
-        logits = timed("model", lambda batches=batches: np.concatenate([clf.backend(ids, m) for _, ids, m in batches]))
+        # Padding and the model call through the runtime's own batching; its Timings split the two.
+        run = Timings()
+        t0 = time.perf_counter()
+        logits = clf.logits_encoded(encoded, batch_size=1, timings=run)
+        times["model"].append(run.model_s)
+        times["pad"].append(time.perf_counter() - t0 - run.model_s)
 
         def calibrate(logits: np.ndarray = logits) -> tuple[np.ndarray, list[list[str]]]:
             probs = calibrated_probs(logits, clf.bundle.calibration)

@@ -35,10 +35,9 @@ def fit_call_cost(rows: list[dict[str, Any]]) -> dict[str, float]:
     }
 
 
-def shape_batch(ids: np.ndarray, batch_size: int, length: int, pad_id: int) -> tuple[np.ndarray, np.ndarray]:
-    """B copies of `ids` (specials included) cut or repeated to exactly `length` tokens, no padding."""
-    body = ids[1:-1] if len(ids) > 2 else np.asarray([pad_id + 4], dtype=np.int64)
-    inner = np.resize(body, max(length - 2, 0))
+def shape_batch(ids: np.ndarray, batch_size: int, length: int) -> tuple[np.ndarray, np.ndarray]:
+    """B copies of `ids` (<s> pieces </s>) with the pieces cut or repeated to exactly `length` tokens."""
+    inner = np.resize(ids[1:-1], max(length - 2, 0))
     row = np.concatenate([ids[:1], inner, ids[-1:]])[:length]
     input_ids = np.tile(row, (batch_size, 1)).astype(np.int64)
     return input_ids, np.ones_like(input_ids)
@@ -63,7 +62,7 @@ def run_shapes(
     rows: list[dict[str, Any]] = []
     shapes = [(b, n) for n in lengths for b in batch_sizes]
     for b, n in tqdm(shapes, desc="shapes", unit="shape", dynamic_ncols=True):
-        input_ids, mask = shape_batch(ids, b, n, clf.encoder.pad_id)
+        input_ids, mask = shape_batch(ids, b, n)
         clf.backend(input_ids, mask)  # warm this shape
         times = []
         for _ in range(repeats):
