@@ -3,11 +3,11 @@
 The stages are the service's own functions, called in process in the order a request meets them
 (HTTP parsing, the event loop and the batcher's queue are `sitrep bench http`'s): the request body
 validated (`schemas.ClassifyRequest`), planned (`planning.plan_request`), tokenized (the bundle's
-`TextEncoder`), padded and run through the runtime's own batching (`Classifier.logits_encoded`, whose
-`Timings` separate the backend call — ONNX Runtime or torch — from the padding), calibrated and
-thresholded (`models.calibration`), the results built (`planning.build_results`) and rendered as the
-JSON response. For each stage: the median and p90 over the requests and its share of the median total;
-"not the model" is everything but the model call, the per-request overhead the issue asks to remove.
+`TextEncoder`), then the runtime call the batcher makes (`Classifier.classify_encoded`: padding, the
+backend call — ONNX Runtime or torch — and calibration with thresholds, told apart by its `Timings`),
+the results built (`planning.build_results`) and rendered as the JSON response. For each stage: the
+median and p90 over the requests and its share of the median total; "not the model" is everything but
+the model call, the per-request overhead the issue asks to remove.
 """
 
 from __future__ import annotations
@@ -31,11 +31,9 @@ def run_request_path(
     data: Path,
     requests: int = 300,
     threads: int | None = None,
-    split_batches: bool = True,
 ) -> dict[str, Any]:
     from fastapi.responses import JSONResponse
 
-    from sitrep.models.calibration import calibrated_probs, labels_above
     from sitrep.models.runtime import Timings, load
     from sitrep.serving.planning import Limits, build_results, plan_request
     from sitrep.serving.schemas import ClassifyRequest
@@ -43,7 +41,7 @@ def run_request_path(
 
     if requests < 1:
         raise ValueError("--requests must be at least 1")
-    clf = load(bundle, runtime, threads=threads, split_batches=split_batches)
+    clf = load(bundle, runtime, threads=threads)
     clf.warmup()
     limits = Limits.from_settings(Settings())
     texts = sample_sentences(corpus_sentences(data), requests)
@@ -63,22 +61,17 @@ def run_request_path(
         plan = timed("plan", lambda request=request: plan_request(limits, request.items))
         encoded = timed("tokenize", lambda plan=plan: clf.encode(plan.texts))
         tokens.append(int(encoded.lengths.sum()))
-        # Padding and the model call through the runtime's own batching; its Timings split the two.
+        # The batcher's runtime call; its Timings split the model call and calibration from the padding.
         run = Timings()
         t0 = time.perf_counter()
-        logits = clf.logits_encoded(encoded, batch_size=1, timings=run)
+        result = clf.classify_encoded(encoded, batch_size=1, timings=run)
         times["model"].append(run.model_s)
-        times["pad"].append(time.perf_counter() - t0 - run.model_s)
-
-        def calibrate(logits: np.ndarray = logits) -> tuple[np.ndarray, list[list[str]]]:
-            probs = calibrated_probs(logits, clf.bundle.calibration)
-            return probs, labels_above(probs, clf.thresholds)
-
-        probs, labels = timed("calibrate", calibrate)
+        times["calibrate"].append(run.calibrate_s)
+        times["pad"].append(time.perf_counter() - t0 - run.model_s - run.calibrate_s)
         results = timed(
             "build",
-            lambda request=request, plan=plan, probs=probs, labels=labels, encoded=encoded: build_results(
-                request.items, plan, probs, labels, encoded.truncated
+            lambda request=request, plan=plan, result=result: build_results(
+                request.items, plan, result.probs, result.labels, result.truncated
             ),
         )
         timed("json", lambda results=results: JSONResponse({"model": info, "results": results}).body)

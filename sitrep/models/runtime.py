@@ -46,6 +46,7 @@ class Backend(Protocol):
 class Timings:
     tokenize_s: float = 0.0
     model_s: float = 0.0
+    calibrate_s: float = 0.0  # calibration and thresholds (`classify_encoded`)
 
 
 @dataclass
@@ -240,9 +241,12 @@ class Classifier:
     ) -> Result:
         timings = timings or Timings()
         logits = self.logits_encoded(encoded, batch_size, max_tokens, timings)
+        t0 = time.perf_counter()
         probs = calibrated_probs(logits, self.bundle.calibration)
         cut = self.thresholds if thresholds is None else np.asarray(thresholds, dtype=np.float32)
-        return Result(probs=probs, labels=labels_above(probs, cut), truncated=encoded.truncated, timings=timings)
+        labels = labels_above(probs, cut)
+        timings.calibrate_s += time.perf_counter() - t0
+        return Result(probs=probs, labels=labels, truncated=encoded.truncated, timings=timings)
 
     def warmup(self) -> None:
         """Run the model once on short and long inputs so the first request is not slow."""
