@@ -85,6 +85,9 @@ def test_bench_int8_compares_settings_against_fp32(tiny_bundle: Path, tmp_path: 
         ("int8", None), ("uint8", None), ("int8", 0.5), ("uint8", 0.5)]
     assert rows[0]["outlier_channels"] == 0 < rows[2]["outlier_channels"] == rows[3]["outlier_channels"]
     assert all(0 <= r["label_agreement"] <= 1 and r["sentences_per_s"] > 0 and r["size_mb"] > 0 for r in rows)
+    # one dev file: the gate is export's on the whole set, and no file is named as failing
+    assert all(r["passes_gate"] == (r["label_agreement"] >= 0.99 and -r["macro_f1_delta"] <= 0.005)
+               and r["failed_files"] == [] for r in rows)
     assert "| weights | FFN | fp32 weights stored | outlier threshold |" in (tmp_path / "m.md").read_text()
     assert (tiny_bundle / "manifest.json").read_bytes() == manifest  # the bundle is left as it was
     bad = CliRunner().invoke(app, ["bench", "int8", str(tiny_bundle), "--weights", "int4"])

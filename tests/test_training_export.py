@@ -142,8 +142,9 @@ def test_failing_int8_gate_fails_export_and_drops_the_file(tiny_bundle: Path, tm
     from sitrep.training.export import ladder
 
     attempts = [a for a in report["runtimes"]["onnx-int8"]["attempts"] if "recipe" in a]
-    # every recipe tried and recorded; the storage fallback only follows a pass, so not here
-    assert [a["recipe"]["name"] for a in attempts] == [r.name for r in ladder() if not r.storage_fallback]
+    # every recipe tried and recorded, the one without int8 MatMuls last (the last resort when none passed)
+    assert [a["recipe"]["name"] for a in attempts] == [r.name for r in ladder()]
+    assert attempts[-1]["recipe"]["storage_fallback"] and not attempts[-1]["passed"]
     assert any("sensitivity_ranking" in a for a in report["runtimes"]["onnx-int8"]["attempts"])
 
 
@@ -302,3 +303,31 @@ def test_a_table_that_stays_fp32_sends_export_to_the_rung_without_int8(
     assert tried[0] == "optimized graph, per-channel uint8" and tried[-1].startswith("no int8 MatMul")
     probs = load(copy, "onnx-int8").classify(["The group said it hit the base."]).probs
     assert probs.shape == (1, len(LABELS))
+
+
+def test_export_ends_on_the_rung_without_int8_when_no_int8_recipe_passes(
+    tiny_bundle: Path, tiny_data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No int8 recipe passes (here: any graph with integer ops fails): the last rung, fp32 compute with compact
+    storage, is tried and kept, and every earlier rung is recorded as failed."""
+    import onnx
+
+    from sitrep.training import export as export_mod
+
+    real = export_mod.gate_compare
+    integer_ops = {"MatMulInteger", "DynamicQuantizeMatMul", "QAttention"}
+
+    def int8_fails(bundle, path, *args, **kwargs):  # type: ignore[no-untyped-def]
+        cmp, ok = real(bundle, path, *args, **kwargs)
+        return cmp, ok and not integer_ops & {n.op_type for n in onnx.load(str(path)).graph.node}
+
+    monkeypatch.setattr(export_mod, "gate_compare", int8_fails)
+    copy = shutil.copytree(tiny_bundle, tmp_path / "b")
+    report = export_mod.export(copy, data=tiny_data["dev"], gates=tiny_gates(), log=lambda *_: None, portable=True)
+    m = load_bundle(copy).manifest
+    assert m.export["int8_recipe"].startswith("no int8 MatMul") and m.export["int8_weights"] == "none"
+    attempts = [a for a in report["runtimes"]["onnx-int8"]["attempts"] if "recipe" in a]
+    rungs = [a for a in attempts if "word_embeddings" not in a and "fp32_weights_stored" not in a]
+    assert [a["recipe"]["name"] for a in rungs] == [r.name for r in export_mod.ladder(portable=True)]
+    assert not any(a["passed"] for a in rungs[:-1]) and rungs[-1]["passed"]
+    assert not integer_ops & {n.op_type for n in onnx.load(str(copy / "onnx" / "model.int8.onnx")).graph.node}

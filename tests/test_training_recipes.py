@@ -212,6 +212,44 @@ def test_gate_compare_stops_once_the_gate_cannot_be_met(tiny_bundle: Path) -> No
         assert full[k] == pytest.approx(whole[k], abs=2e-4), k
 
 
+def test_the_int8_gate_holds_on_each_dev_file(tiny_bundle: Path, tmp_path: Path) -> None:
+    """A candidate that passes on the union of two dev files but not on one of them fails the gate."""
+    from sitrep.models.calibration import decisions
+    from sitrep.models.corpus import label_matrix, read_examples
+    from sitrep.models.runtime import load
+    from sitrep.training.export import Gates, file_groups, gate_compare, passes
+
+    bundle = load_bundle(tiny_bundle)
+    examples = read_examples(bundle.manifest.training["config"]["dev_file"])[:40]
+    texts, y = [e.text for e in examples], label_matrix(examples)
+    int8 = tiny_bundle / "onnx" / "model.int8.onnx"
+    ref = load(bundle, "onnx-int8").classify(texts).probs  # the candidate itself: it agrees everywhere
+    groups = ["sentences.jsonl"] * 30 + ["articles.jsonl"] * 10
+    # One decision flipped in the reference, in the small file: 97.5% agreement overall, 90% there.
+    flipped = ref.copy()
+    flipped[35, 0] = 1.0 if decisions(ref, bundle.thresholds)[35, 0] == 0 else 0.0
+    gates = Gates(int8_min_agreement=0.95, int8_max_f1_drop=1.0)
+    union, ok = gate_compare(bundle, int8, texts, flipped, y, gates)
+    assert ok and union["label_agreement"] == pytest.approx(0.975) and "per_file" not in union
+    per_file, ok = gate_compare(bundle, int8, texts, flipped, y, gates, groups=groups)
+    assert not ok and per_file["per_file"]["articles.jsonl"]["label_agreement"] < 0.95
+    assert not passes({"label_agreement": 1.0, "macro_f1_delta": 0.0,
+                       "per_file": {"a": {"label_agreement": 0.9, "macro_f1_delta": 0.0}}}, gates)
+    # macro-F1's drop is gated on the whole set only: one file's (noisy on a small file) does not fail it
+    strict = Gates(int8_min_agreement=0.95, int8_max_f1_drop=0.005)
+    assert passes({"label_agreement": 1.0, "macro_f1_delta": 0.0,
+                   "per_file": {"a": {"label_agreement": 0.99, "macro_f1_delta": -0.02}}}, strict)
+    assert not passes({"label_agreement": 1.0, "macro_f1_delta": -0.01, "per_file": {}}, strict)
+    full, ok = gate_compare(bundle, int8, texts, ref, y, gates, groups=groups)
+    assert ok and set(full["per_file"]) == {"sentences.jsonl", "articles.jsonl"}
+    assert full["per_file"]["articles.jsonl"]["label_agreement"] == 1.0
+    # file_groups names each sentence's file, in read order, cut like the examples.
+    a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    a.write_text('{"id": "1", "text": "x", "labels": []}\n{"id": "2", "text": "y", "labels": []}\n')
+    b.write_text('{"id": "3", "text": "z", "labels": ["claim"]}\n')
+    assert file_groups([a, b]) == [str(a), str(a), str(b)] and file_groups([a, b], limit=2) == [str(a), str(a)]
+
+
 def test_hardest_first_orders_by_the_nearest_threshold() -> None:
     from sitrep.training.export import hardest_first
 

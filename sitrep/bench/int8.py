@@ -19,7 +19,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,17 @@ from sitrep.models.bundle import ONNX_FILES, load_bundle
 from sitrep.models.corpus import label_matrix, read_many
 from sitrep.models.cpu import cpu_name, has_vnni
 from sitrep.training.embeddings import compact_embeddings
-from sitrep.training.export import Gates, OutlierSplits, QuantRecipe, compare, optimize_graph, probs_with, quantize
+from sitrep.training.export import (
+    Gates,
+    OutlierSplits,
+    QuantRecipe,
+    file_groups,
+    gate_figures,
+    optimize_graph,
+    passes,
+    probs_with,
+    quantize,
+)
 from sitrep.training.fp16_weights import MODES, store_fp16
 
 EMBEDDINGS = ("fp32", "int8-row", "fp16", "int8-tensor")
@@ -49,7 +59,9 @@ class StudyRow:
     macro_f1_delta: float
     size_mb: float
     sentences_per_s: float
-    passes_gate: bool  # export's int8 gate against fp32: agreement >= 99% and macro-F1 at most 0.5 point lower
+    passes_gate: bool  # export's int8 gate against fp32: agreement >= 99% on the whole set and on each of its
+    # files, macro-F1 at most 0.5 point lower on the whole
+    failed_files: list[str] = field(default_factory=list)  # files whose own agreement fails (several files only)
 
 
 def run_study(
@@ -78,6 +90,7 @@ def run_study(
     fp32 = bundle.onnx_file("onnx")
     data = data or bundle.manifest.training.get("config", {}).get("dev_file", "data/dev.jsonl")
     examples = read_many(data)
+    groups = file_groups(data)
     texts = [e.text for e in examples]
     y = label_matrix(examples)
     rows: list[StudyRow] = []
@@ -118,13 +131,14 @@ def run_study(
                         t0 = time.perf_counter()
                         probs = probs_with(bundle, scored, texts)
                         speed = len(texts) / (time.perf_counter() - t0)
-                        cmp = compare(ref, probs, y, bundle.thresholds)
+                        cmp = gate_figures(ref, probs, y, bundle.thresholds, groups)
+                        failed = [f for f, c in cmp.get("per_file", {}).items()
+                                  if c["label_agreement"] < gates.int8_min_agreement]
                         row = StudyRow(wt, emb, ffn_fp32, storage, threshold, sum(map(len, split.values())),
                                        round(cmp["label_agreement"], 4), round(cmp["max_abs_prob_diff"], 4),
                                        cmp["macro_f1"], cmp["macro_f1_delta"],
                                        round(scored.stat().st_size / 2**20, 1), round(speed, 1),
-                                       cmp["label_agreement"] >= gates.int8_min_agreement
-                                       and -cmp["macro_f1_delta"] <= gates.int8_max_f1_drop)
+                                       passes(cmp, gates), failed)
                         rows.append(row)
                         log(f"  weights {wt}, outlier threshold {threshold if threshold is not None else 'none'}, "
                             f"embeddings {emb}{', FFN fp32' if ffn_fp32 else ''}, fp32 weights stored {storage}: "
@@ -160,6 +174,8 @@ def study_markdown(report: dict[str, Any]) -> str:
         ffn = "fp32" if r.get("ffn_fp32") else "int8"
         agree = f"{r['label_agreement']:.2%} ({r['label_agreement'] * report['n']:.0f})"
         gate = {True: "pass", False: "fail"}.get(r.get("passes_gate"), "")  # type: ignore[call-overload]
+        if r.get("failed_files"):
+            gate += f" ({', '.join(r['failed_files'])})"
         stored = r.get("fp32_weights", "fp32")  # older reports: always fp32
         lines.append(f"| {r['weights']} | {ffn} | {stored} | {t} | {r['outlier_channels']} | {emb} | {agree} | "
                      f"{r['max_abs_prob_diff']:.3f} | {r['macro_f1']:.4f} | {100 * r['macro_f1_delta']:+.2f} | "
