@@ -217,7 +217,7 @@ def test_the_int8_gate_holds_on_each_dev_file(tiny_bundle: Path, tmp_path: Path)
     from sitrep.models.calibration import decisions
     from sitrep.models.corpus import label_matrix, read_examples
     from sitrep.models.runtime import load
-    from sitrep.training.export import Gates, file_groups, gate_compare, passes
+    from sitrep.training.export import Gates, file_groups, files_below_agreement, gate_compare, passes
 
     bundle = load_bundle(tiny_bundle)
     examples = read_examples(bundle.manifest.training["config"]["dev_file"])[:40]
@@ -233,6 +233,7 @@ def test_the_int8_gate_holds_on_each_dev_file(tiny_bundle: Path, tmp_path: Path)
     assert ok and union["label_agreement"] == pytest.approx(0.975) and "per_file" not in union
     per_file, ok = gate_compare(bundle, int8, texts, flipped, y, gates, groups=groups)
     assert not ok and per_file["per_file"]["articles.jsonl"]["label_agreement"] < 0.95
+    assert files_below_agreement(per_file, gates) == ["articles.jsonl"]
     assert not passes({"label_agreement": 1.0, "macro_f1_delta": 0.0,
                        "per_file": {"a": {"label_agreement": 0.9, "macro_f1_delta": 0.0}}}, gates)
     # macro-F1's drop is gated on the whole set only: one file's (noisy on a small file) does not fail it

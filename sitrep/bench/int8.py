@@ -33,6 +33,7 @@ from sitrep.training.export import (
     OutlierSplits,
     QuantRecipe,
     file_groups,
+    files_below_agreement,
     gate_figures,
     optimize_graph,
     passes,
@@ -132,13 +133,11 @@ def run_study(
                         probs = probs_with(bundle, scored, texts)
                         speed = len(texts) / (time.perf_counter() - t0)
                         cmp = gate_figures(ref, probs, y, bundle.thresholds, groups)
-                        failed = [f for f, c in cmp.get("per_file", {}).items()
-                                  if c["label_agreement"] < gates.int8_min_agreement]
                         row = StudyRow(wt, emb, ffn_fp32, storage, threshold, sum(map(len, split.values())),
                                        round(cmp["label_agreement"], 4), round(cmp["max_abs_prob_diff"], 4),
                                        cmp["macro_f1"], cmp["macro_f1_delta"],
                                        round(scored.stat().st_size / 2**20, 1), round(speed, 1),
-                                       passes(cmp, gates), failed)
+                                       passes(cmp, gates), files_below_agreement(cmp, gates))
                         rows.append(row)
                         log(f"  weights {wt}, outlier threshold {threshold if threshold is not None else 'none'}, "
                             f"embeddings {emb}{', FFN fp32' if ffn_fp32 else ''}, fp32 weights stored {storage}: "

@@ -288,10 +288,15 @@ def _csv_rows(
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
-    malformed: list[Any] = []
+    # Malformed rows as (physical line, expected fields, actual fields, preview of the row): the streaming
+    # parser reports them when it parses their block, and it parses ahead of the batches it has handed out
+    # at a moment that varies from run to run (observed: a block's malformed rows reported before the
+    # previous block's good rows). They are therefore yielded after the file's last good row, so that the
+    # same file always gives the same sequence (and the same chunks); their line numbers say where they were.
+    malformed: list[tuple[int, int, int, str | None]] = []
 
     def on_invalid(row: Any) -> str:
-        malformed.append(row)
+        malformed.append((row.number, row.expected_columns, row.actual_columns, preview(row.text)))
         return "skip"
 
     reader = pacsv.open_csv(
@@ -303,34 +308,23 @@ def _csv_rows(
             column_types={id_column: pa.string(), text_column: pa.string()},
         ),
     )
-    parsed, bad = 0, 0  # counted from the start of the file
-
-    def drain() -> Iterator[CheckedRow]:
-        nonlocal bad
-        for r in malformed:
-            bad += 1
-            if bad <= start.bad:
-                continue  # reported before the resume point
-            detail = f"expected {r.expected_columns} fields, got {r.actual_columns}"
-            reject = Reject(None, INVALID_CSV_ROW, detail, source, None, r.number, preview(r.text))
-            # Good rows before start.row were consumed by an earlier run even if not re-read yet.
-            after = Position(max(parsed, start.row), 0, 0, bad)
-            yield CheckedRow(None, None, reject, source, None, r.number, after)
-        malformed.clear()
-
-    yield from drain()
+    parsed = 0  # good rows, counted from the start of the file
     for batch in reader:
-        yield from drain()
         ids = batch.column(id_column).to_pylist()
         texts = batch.column(text_column).to_pylist()
         first = max(0, start.row - parsed)
         for i in range(first, len(ids)):
             row = parsed + i
             yield validate_row(
-                ids[i], texts[i], id_column, text_column, source, row, None, Position(row + 1, 0, 0, bad)
+                ids[i], texts[i], id_column, text_column, source, row, None, Position(row + 1, 0, 0, 0)
             )
         parsed += len(ids)
-    yield from drain()
+    for bad, (line, expected, actual, shown) in enumerate(malformed, 1):
+        if bad <= start.bad:
+            continue  # reported before the resume point
+        detail = f"expected {expected} fields, got {actual}"
+        reject = Reject(None, INVALID_CSV_ROW, detail, source, None, line, shown)
+        yield CheckedRow(None, None, reject, source, None, line, Position(parsed, 0, 0, bad))
 
 
 def _parquet_rows(
