@@ -5,13 +5,14 @@ fusion), then dynamic quantization. Multilingual MiniLM-style encoders are known
 naive dynamic quantization (onnxruntime issue #9599), so export tries a short ladder of settings,
 from naive to conservative, scores each on dev against the torch model, records every attempt in
 the parity report, and keeps the first that passes the gate (its label agreement holds on each dev
-file on its own, the article dev split as well as the sentence dev, not only on their union). On that recipe it then
-tries storing the word-embedding table compactly (per-row int8, then fp16: sitrep/training/embeddings.py), each scored
-against the same gate, and keeps the first that passes (else the table stays fp32); then the MatMul
-weights the recipe left fp32 are stored as fp16 in the file (sitrep/training/fp16_weights.py; they still
-run in fp32), kept if that passes the gate too. Before all of it, export writes the tokenizer as a
-SentencePiece model for the runtime (sitrep/training/sentencepiece_model.py: a quarter of the memory of
-tokenizer.json's reader), kept if it gives the same ids on the parity sentences.
+file on its own, the article dev split as well as the sentence dev, not only on their union). On that
+recipe it then tries storing the word-embedding table compactly (per-row int8, then fp16:
+sitrep/training/embeddings.py), each scored against the same gate, and keeps the first that passes
+(else the table stays fp32); then the MatMul weights the recipe left fp32 are stored as fp16 in the
+file (sitrep/training/fp16_weights.py; they still run in fp32), kept if that passes the gate too.
+Before all of it, export writes the tokenizer as a SentencePiece model for the runtime
+(sitrep/training/sentencepiece_model.py: a quarter of the memory of tokenizer.json's reader), kept if it
+gives the same ids on the parity sentences.
 """
 
 from __future__ import annotations
@@ -89,9 +90,9 @@ class QuantRecipe:
 # last, the attention output projections too (only the fused QKV projection stays int8): the
 # 200-step contrastive default's int8 model agreed with torch on 98.93% of dev with every FFN MatMul fp32
 # and on 99.43% with this rung (2026-12-05). Last, no int8 MatMul at all: the fused fp32 graph with the
-# compact word-embedding table and fp16-stored weights. Once the gate held on each dev file, the evening's
-# default reached it on this CPU (no VNNI): "all FFN MatMuls in fp32" agreed on 99.07% of the two dev
-# files together but on 98.75% of the article dev split, with macro-F1 1.2 points lower there.
+# compact word-embedding table and fp16-stored weights. With the gate held on each dev file, export ends on
+# this rung for the evening's default on a CPU without VNNI: "all FFN MatMuls in fp32" agreed on 99.07% of
+# the two dev files together but on 98.75% of the article dev split, with macro-F1 1.2 points lower there.
 LADDER = [
     QuantRecipe("naive: per-tensor int8, unoptimized graph", per_channel=False, weight_type="int8", optimize=False),
     QuantRecipe("optimized graph, per-channel int8 (u8s8)", per_channel=True, weight_type="int8", vnni_only=True),
