@@ -215,9 +215,9 @@ def test_gate_compare_stops_once_the_gate_cannot_be_met(tiny_bundle: Path) -> No
 def test_the_int8_gate_holds_on_each_dev_file(tiny_bundle: Path, tmp_path: Path) -> None:
     """A candidate that passes on the union of two dev files but not on one of them fails the gate."""
     from sitrep.models.calibration import decisions
-    from sitrep.models.corpus import label_matrix, read_examples
+    from sitrep.models.corpus import label_matrix, read_examples, read_with_sources
     from sitrep.models.runtime import load
-    from sitrep.training.export import Gates, file_groups, files_below_agreement, gate_compare, passes
+    from sitrep.training.export import Gates, files_below_agreement, gate_compare, passes
 
     bundle = load_bundle(tiny_bundle)
     examples = read_examples(bundle.manifest.training["config"]["dev_file"])[:40]
@@ -244,11 +244,12 @@ def test_the_int8_gate_holds_on_each_dev_file(tiny_bundle: Path, tmp_path: Path)
     full, ok = gate_compare(bundle, int8, texts, ref, y, gates, groups=groups)
     assert ok and set(full["per_file"]) == {"sentences.jsonl", "articles.jsonl"}
     assert full["per_file"]["articles.jsonl"]["label_agreement"] == 1.0
-    # file_groups names each sentence's file, in read order, cut like the examples.
+    # read_with_sources names each sentence's file, in read order, cut like the examples.
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
     a.write_text('{"id": "1", "text": "x", "labels": []}\n{"id": "2", "text": "y", "labels": []}\n')
     b.write_text('{"id": "3", "text": "z", "labels": ["claim"]}\n')
-    assert file_groups([a, b]) == [str(a), str(a), str(b)] and file_groups([a, b], limit=2) == [str(a), str(a)]
+    assert read_with_sources([a, b])[1] == [str(a), str(a), str(b)]
+    assert read_with_sources([a, b], limit=2)[1] == [str(a), str(a)]
 
 
 def test_hardest_first_orders_by_the_nearest_threshold() -> None:

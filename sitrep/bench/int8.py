@@ -25,14 +25,13 @@ from typing import Any
 
 from sitrep.bench.common import machine, write_report
 from sitrep.models.bundle import ONNX_FILES, load_bundle
-from sitrep.models.corpus import label_matrix, read_many
+from sitrep.models.corpus import label_matrix, read_with_sources
 from sitrep.models.cpu import cpu_name, has_vnni
 from sitrep.training.embeddings import compact_embeddings
 from sitrep.training.export import (
     Gates,
     OutlierSplits,
     QuantRecipe,
-    file_groups,
     files_below_agreement,
     gate_figures,
     optimize_graph,
@@ -63,6 +62,8 @@ class StudyRow:
     passes_gate: bool  # export's int8 gate against fp32: agreement >= 99% on the whole set and on each of its
     # files, macro-F1 at most 0.5 point lower on the whole
     failed_files: list[str] = field(default_factory=list)  # files whose own agreement fails (several files only)
+    # each file's own label agreement and ΔF1 (several files only)
+    per_file: dict[str, dict[str, float]] = field(default_factory=dict)
 
 
 def run_study(
@@ -90,8 +91,7 @@ def run_study(
         raise FileNotFoundError(f"{bundle.path}: no {ONNX_FILES['onnx']}; run `sitrep export {bundle.path}` first")
     fp32 = bundle.onnx_file("onnx")
     data = data or bundle.manifest.training.get("config", {}).get("dev_file", "data/dev.jsonl")
-    examples = read_many(data)
-    groups = file_groups(data)
+    examples, groups = read_with_sources(data)
     texts = [e.text for e in examples]
     y = label_matrix(examples)
     rows: list[StudyRow] = []
@@ -137,7 +137,10 @@ def run_study(
                                        round(cmp["label_agreement"], 4), round(cmp["max_abs_prob_diff"], 4),
                                        cmp["macro_f1"], cmp["macro_f1_delta"],
                                        round(scored.stat().st_size / 2**20, 1), round(speed, 1),
-                                       passes(cmp, gates), files_below_agreement(cmp, gates))
+                                       passes(cmp, gates), files_below_agreement(cmp, gates),
+                                       {f: {"label_agreement": round(c["label_agreement"], 4),
+                                            "macro_f1_delta": c["macro_f1_delta"]}
+                                        for f, c in cmp.get("per_file", {}).items()})
                         rows.append(row)
                         log(f"  weights {wt}, outlier threshold {threshold if threshold is not None else 'none'}, "
                             f"embeddings {emb}{', FFN fp32' if ffn_fp32 else ''}, fp32 weights stored {storage}: "
@@ -171,7 +174,8 @@ def study_markdown(report: dict[str, Any]) -> str:
         t = "none" if r["outlier_threshold"] is None else f"{r['outlier_threshold']:g}"
         emb = {True: "int8-tensor", False: "fp32"}.get(r["embeddings"], r["embeddings"])  # older reports: a bool
         ffn = "fp32" if r.get("ffn_fp32") else "int8"
-        agree = f"{r['label_agreement']:.2%} ({r['label_agreement'] * report['n']:.0f})"
+        agree = f"{r['label_agreement']:.2%} ({r['label_agreement'] * report['n']:.0f})" + "".join(
+            f"; {f}: {c['label_agreement']:.2%}" for f, c in r.get("per_file", {}).items())
         gate = {True: "pass", False: "fail"}.get(r.get("passes_gate"), "")  # type: ignore[call-overload]
         if r.get("failed_files"):
             gate += f" ({', '.join(r['failed_files'])})"

@@ -78,6 +78,17 @@ def read_many(paths: str | Path | list[str] | list[Path], langs: list[str] | Non
     return [e for p in items for e in read_examples(p, langs)]
 
 
+def read_with_sources(
+    paths: str | Path | list[str] | list[Path], limit: int | None = None
+) -> tuple[list[Example], list[str]]:
+    """`read_many`'s examples (the first `limit`), and the file each one came from, in the same order."""
+    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    per_file = [(str(p), read_examples(p)) for p in items]
+    examples = [e for _, ex in per_file for e in ex]
+    sources = [name for name, ex in per_file for _ in ex]
+    return (examples[:limit], sources[:limit]) if limit else (examples, sources)
+
+
 def label_matrix(examples: list[Example]) -> np.ndarray:
     """[n, len(LABELS)] 0/1 int array."""
     return multi_hot_matrix(e.labels for e in examples)

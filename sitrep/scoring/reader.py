@@ -315,8 +315,9 @@ def _csv_rows(
         first = max(0, start.row - parsed)
         for i in range(first, len(ids)):
             row = parsed + i
+            # Malformed rows before the resume point stay consumed (a cursor from a reader that interleaved them).
             yield validate_row(
-                ids[i], texts[i], id_column, text_column, source, row, None, Position(row + 1, 0, 0, 0)
+                ids[i], texts[i], id_column, text_column, source, row, None, Position(row + 1, 0, 0, start.bad)
             )
         parsed += len(ids)
     for bad, (line, expected, actual, shown) in enumerate(malformed, 1):
@@ -324,7 +325,7 @@ def _csv_rows(
             continue  # reported before the resume point
         detail = f"expected {expected} fields, got {actual}"
         reject = Reject(None, INVALID_CSV_ROW, detail, source, None, line, shown)
-        yield CheckedRow(None, None, reject, source, None, line, Position(parsed, 0, 0, bad))
+        yield CheckedRow(None, None, reject, source, None, line, Position(max(parsed, start.row), 0, 0, bad))
 
 
 def _parquet_rows(

@@ -28,7 +28,7 @@ import numpy as np
 
 from sitrep.models.bundle import ONNX_FILES, Bundle, load_bundle, write_bundle_manifest
 from sitrep.models.calibration import decisions
-from sitrep.models.corpus import label_matrix, read_many
+from sitrep.models.corpus import label_matrix, read_many, read_with_sources
 from sitrep.models.cpu import cpu_name, has_vnni
 from sitrep.models.encoding import TextEncoder
 from sitrep.models.runtime import RuntimeUnavailable, load
@@ -92,7 +92,7 @@ class QuantRecipe:
 # and on 99.43% with this rung (2026-12-05). Last, no int8 MatMul at all: the fused fp32 graph with the
 # compact word-embedding table and fp16-stored weights. With the gate held on each dev file, export ends on
 # this rung for the evening's default on a CPU without VNNI: "all FFN MatMuls in fp32" agreed on 99.07% of
-# the two dev files together but on 98.75% of the article dev split, with macro-F1 1.2 points lower there.
+# the two dev files together, but its macro-F1 on the article dev split was 1.2 points lower than fp32's.
 LADDER = [
     QuantRecipe("naive: per-tensor int8, unoptimized graph", per_channel=False, weight_type="int8", optimize=False),
     QuantRecipe("optimized graph, per-channel int8 (u8s8)", per_channel=True, weight_type="int8", vnni_only=True),
@@ -316,13 +316,6 @@ def per_file_note(cmp: dict[str, Any]) -> str:
                              for g, c in per_file.items()) + ")") if per_file else ""
 
 
-def file_groups(data: str | Path | list[str] | list[Path], limit: int | None = None) -> list[str]:
-    """Each sentence's file, in `read_many(data)` order (the first `limit` sentences)."""
-    items = [data] if isinstance(data, (str, Path)) else list(data)
-    names = [str(f) for f in items for _ in read_many([f])]
-    return names[:limit] if limit else names
-
-
 def hardest_first(ref: np.ndarray, thresholds: list[float] | np.ndarray) -> np.ndarray:
     """Sentence indices by how close the reference's nearest label probability is to its threshold."""
     margin = np.min(np.abs(np.asarray(ref) - np.asarray(thresholds, dtype=np.float64)[None, :]), axis=1)
@@ -389,7 +382,7 @@ def _sentencepiece(bundle: Bundle, texts: list[str], gates: Gates, log: Any) -> 
 
 def _first_compact(
     what: str, key: str, modes: tuple[str, ...], write: Any, candidate: Path, cmp: dict[str, Any], work: Path,
-    bundle: Bundle, gate_args: tuple[Any, ...], log: Any,
+    bundle: Bundle, gate_args: dict[str, Any], log: Any,
 ) -> tuple[str, dict[str, Any], Path, list[dict[str, Any]]]:
     """Try `write(candidate, dst, mode)` for each mode in order, gate each; keep the first that passes.
 
@@ -405,7 +398,7 @@ def _first_compact(
             log(f"      + {what} {mode}: skipped ({exc})")
             attempts.append({key: mode, "skipped": str(exc), "passed": False})
             break
-        cmp_m, ok = gate_compare(bundle, dst, *gate_args)
+        cmp_m, ok = gate_compare(bundle, dst, **gate_args)
         attempts.append({key: mode, **cmp_m, "passed": ok, "size_mb": round(dst.stat().st_size / 2**20, 1),
                          "stored_mb": round(float(info["bytes_after"]) / 2**20, 1)})
         log(f"      + {what} {mode}: agreement {cmp_m['label_agreement']:.4f}, max|Δp| {cmp_m['max_abs_prob_diff']:.4f}, "
@@ -443,8 +436,7 @@ def export(
     gates = gates or Gates()
     bundle = load_bundle(bundle_path)
     data = data or bundle.manifest.training.get("config", {}).get("dev_file", "data/dev.jsonl")
-    examples = read_many(data)[:limit] if limit else read_many(data)
-    groups = file_groups(data, limit)
+    examples, groups = read_with_sources(data, limit)
     texts = [e.text for e in examples]
     y = label_matrix(examples)
     thresholds = bundle.thresholds
@@ -516,7 +508,7 @@ def export(
         if ok:
             # Compact storages on the passing recipe, each scored against the same gate; the first that passes stays.
             base = {"recipe": asdict(recipe), "fp32_nodes": exclude}
-            gate_args = (texts, ref, y, gates, 128, groups)
+            gate_args = {"texts": texts, "ref": ref, "y": y, "gates": gates, "groups": groups}
             storage, cmp, candidate, tried = _first_compact(
                 "word embeddings", "word_embeddings", word_embeddings, compact_embeddings, candidate, cmp, work,
                 bundle, gate_args, log)
