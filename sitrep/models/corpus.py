@@ -72,18 +72,21 @@ def _example(row: dict) -> Example:
     )
 
 
+def _files(paths: str | Path | list[str] | list[Path]) -> list[str | Path]:
+    """One labeled file or several (a config may name either), as a list."""
+    return [paths] if isinstance(paths, (str, Path)) else list(paths)
+
+
 def read_many(paths: str | Path | list[str] | list[Path], langs: list[str] | None = None) -> list[Example]:
-    """The examples of one labeled file or several, in order (a config may name either)."""
-    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
-    return [e for p in items for e in read_examples(p, langs)]
+    """The examples of one labeled file or several, in order."""
+    return [e for p in _files(paths) for e in read_examples(p, langs)]
 
 
 def read_with_sources(
     paths: str | Path | list[str] | list[Path], limit: int | None = None
 ) -> tuple[list[Example], list[str]]:
     """`read_many`'s examples (the first `limit`), and the file each one came from, in the same order."""
-    items = [paths] if isinstance(paths, (str, Path)) else list(paths)
-    per_file = [(str(p), read_examples(p)) for p in items]
+    per_file = [(str(p), read_examples(p)) for p in _files(paths)]
     examples = [e for _, ex in per_file for e in ex]
     sources = [name for name, ex in per_file for _ in ex]
     return (examples[:limit], sources[:limit]) if limit else (examples, sources)
