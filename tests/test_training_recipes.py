@@ -287,3 +287,66 @@ def test_freeze_layers_keeps_the_embeddings_and_lower_layers_as_the_base(tiny_ba
     assert load_bundle(out).manifest.training["config"]["freeze_layers"] == 1
     with pytest.raises(TrainingError, match="freeze between 1 and 1"):
         train(tiny_config(tiny_base, tiny_data, max_steps=1, freeze_layers=2), tmp_path / "bad", progress=False)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls"])
+def test_cached_frozen_bottom_gives_the_full_forward(tiny_base: Path, pooling: str) -> None:
+    import torch
+
+    from sitrep.models.encoding import TextEncoder
+    from sitrep.models.torch_model import load_classifier
+    from sitrep.training.frozen_prefix import FrozenPrefix
+
+    model = load_classifier(tiny_base, pooling=pooling, num_labels=4, problem_type="multi_label_classification")
+    body = getattr(model, model.base_model_prefix)
+    for module in (body.embeddings, body.encoder.layer[0]):
+        module.requires_grad_(False)
+    encoder = TextEncoder(tiny_base / "tokenizer.json", 64)
+    texts = ["The ministry said a drone struck the base.", "قصف", "A militia claimed the attack on Tuesday, "
+             "saying it had killed two guards.", "پهپاد رهگیری شد"]
+    ids = encoder.encode(texts).ids
+    embeddings, layers = body.embeddings, body.encoder.layer
+    prefix = FrozenPrefix(model, 1, encoder, ids, torch.device("cpu"), batch_size=2, progress=False)
+    assert [len(s) for s in prefix.states] == [len(x) for x in ids] and prefix.nbytes > 0
+    assert body.embeddings is embeddings and body.encoder.layer is layers  # built without changing the model
+    model.eval()
+    idx = np.asarray([2, 0, 3])
+    input_ids, mask, bottom = prefix.batch(idx, ids)
+    with torch.no_grad():
+        full = model(input_ids=input_ids, attention_mask=mask).logits
+        with prefix.top_only(bottom):
+            cached = model(input_ids=input_ids, attention_mask=mask).logits
+    assert body.embeddings is embeddings and len(body.encoder.layer) == 2  # restored on leaving
+    assert torch.allclose(full, cached, atol=1e-5), (full - cached).abs().max()
+    assert not torch.allclose(full[0], full[1])  # different sentences, different logits: the check can fail
+
+    model.train()
+    with prefix.top_only(bottom):
+        model(input_ids=input_ids, attention_mask=mask).logits.sum().backward()
+    assert all(p.grad is not None for p in body.encoder.layer[1].parameters())
+    assert all(p.grad is None for p in body.encoder.layer[0].parameters())
+    with pytest.raises(ValueError, match="frozen"):
+        FrozenPrefix(load_classifier(tiny_base, pooling=pooling, num_labels=4), 1, encoder, ids,
+                     torch.device("cpu"), progress=False)
+
+
+def test_training_on_the_cached_frozen_bottom_keeps_it_frozen(tiny_base: Path, tiny_data: dict,
+                                                             tmp_path: Path) -> None:
+    from safetensors.numpy import load_file
+
+    from sitrep.training.train import train
+
+    cfg = tiny_config(tiny_base, tiny_data, pooling="mean", max_steps=4, freeze_layers=1, cache_frozen=True,
+                      contrastive_steps=3, contrastive_batch_size=8)
+    out = train(cfg, tmp_path / "c", progress=False)
+    training = load_bundle(out).manifest.training
+    assert training["frozen_prefix"]["layers"] == 1 and training["frozen_prefix"]["mb"] > 0
+    assert training["contrastive"]["cached_frozen_layers"] == 1 and training["steps"] == 4
+    base, tuned = load_file(str(tiny_base / "model.safetensors")), load_file(str(out / "hf" / "model.safetensors"))
+    prefix = next(k for k in tuned if k.endswith("embeddings.word_embeddings.weight")).split("embeddings.")[0]
+    for name in base:
+        if prefix + name in tuned and name.startswith(("embeddings.", "encoder.layer.0.", "encoder.layer.1.")):
+            frozen = not name.startswith("encoder.layer.1.")
+            assert np.array_equal(base[name], tuned[prefix + name]) == frozen, name
+    assert "frozen_prefix" not in load_bundle(train(tiny_config(tiny_base, tiny_data, max_steps=1, freeze_layers=1),
+                                                    tmp_path / "u", progress=False)).manifest.training

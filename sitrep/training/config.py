@@ -35,6 +35,9 @@ class TrainConfig:
     # Also freeze the whole embedding block and the encoder's first N layers: backward stops above them
     # (less compute per step); 0 = train every layer.
     freeze_layers: int = 0
+    # With freeze_layers: run the frozen bottom once per training sentence and train on its cached output
+    # (sitrep/training/frozen_prefix.py; no dropout inside the frozen layers). False = run it every step.
+    cache_frozen: bool = False
     pooling: str = "cls"  # "cls": the library's head on the first token; "mean": mean over tokens
     # A contrastive first stage (SetFit-style, sitrep/training/contrastive.py) on in-batch sentence pairs
     # before the classifier is trained; 0 = none.

@@ -25,6 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from sitrep.models.encoding import TextEncoder
+from sitrep.training.frozen_prefix import FrozenPrefix
 
 
 def stratified_batches(
@@ -92,8 +93,12 @@ def contrastive_stage(
     device: Any,
     length_buckets: bool = True,
     progress: bool = True,
+    prefix: FrozenPrefix | None = None,
 ) -> dict[str, Any]:
-    """Train `model`'s encoder body on in-batch pairs for `steps` steps. Returns the stage's record."""
+    """Train `model`'s encoder body on in-batch pairs for `steps` steps. Returns the stage's record.
+
+    With `prefix` (the frozen bottom's cached output for `ids`), each step runs only the layers above it.
+    """
     import torch
 
     from sitrep.models.torch_model import mean_pool
@@ -111,9 +116,14 @@ def contrastive_stage(
     bar = tqdm(total=steps, desc="contrastive", unit="step", disable=not progress, dynamic_ncols=True)
     lengths = np.asarray([len(x) for x in ids]) if length_buckets else None
     for idx in stratified_batches(y, batch_size, steps, seed, lengths):
-        input_ids, mask = encoder.pad([ids[i] for i in idx])
-        attn = torch.from_numpy(mask).to(device)
-        hidden = body(input_ids=torch.from_numpy(input_ids).to(device), attention_mask=attn).last_hidden_state
+        if prefix is None:
+            input_ids, mask = encoder.pad([ids[i] for i in idx])
+            attn = torch.from_numpy(mask).to(device)
+            hidden = body(input_ids=torch.from_numpy(input_ids).to(device), attention_mask=attn).last_hidden_state
+        else:
+            input_t, attn, bottom = prefix.batch(idx, ids)
+            with prefix.top_only(bottom):
+                hidden = body(input_ids=input_t, attention_mask=attn).last_hidden_state
         pooled = mean_pool(hidden, attn)
         loss = pair_loss(pooled, torch.from_numpy(jaccard_targets(y[idx])).to(device))
         loss.backward()
@@ -130,6 +140,7 @@ def contrastive_stage(
         "batch_size": batch_size,
         "lr": lr,
         "length_buckets": length_buckets,
+        "cached_frozen_layers": prefix.layers if prefix is not None else 0,
         "loss_first_20": round(float(np.mean(losses[:20])), 5) if losses else None,
         "loss_last_20": round(float(np.mean(losses[-20:])), 5) if losses else None,
         "time_s": round(time.perf_counter() - t0, 1),

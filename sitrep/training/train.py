@@ -31,6 +31,7 @@ from sitrep.models.runtime import TorchBackend, batched_logits
 from sitrep.models.scores import macro_f1, split_summary, tuned_macro_f1
 from sitrep.training.calibrate import calibrate
 from sitrep.training.config import TrainConfig
+from sitrep.training.frozen_prefix import FrozenPrefix
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -141,7 +142,16 @@ class Trainer:
         return self.torch.load(path, map_location="cpu", weights_only=False)
 
     # --- the loop -----------------------------------------------------------------------------
-    def fit(self, train: list[Example], dev: list[Example], resume: bool, progress: bool) -> dict[str, Any]:
+    def frozen_prefix(self, ids: list[np.ndarray], progress: bool) -> FrozenPrefix | None:
+        """The frozen bottom's output for `ids`, computed once, when the config asks for it."""
+        if not (self.cfg.cache_frozen and self.cfg.freeze_layers):
+            return None
+        return FrozenPrefix(self.model, self.cfg.freeze_layers, self.encoder, ids, self.device,
+                            self.cfg.eval_batch_size, progress)
+
+    def fit(self, train: list[Example], dev: list[Example], resume: bool, progress: bool,
+            prefix: FrozenPrefix | None = None) -> dict[str, Any]:
+        """Train; `prefix`, when given, holds the frozen bottom's output for `train` (same order)."""
         torch, cfg = self.torch, self.cfg
         train_encoded, train_y = self.encode(train)
         train_ids = train_encoded.ids
@@ -201,13 +211,18 @@ class Trainer:
             optimizer.zero_grad(set_to_none=True)
             for bi in range(batch_in_epoch, len(batches)):
                 idx = batches[bi]
-                input_ids, mask = self.encoder.pad([train_ids[i] for i in idx])
                 target = torch.from_numpy(train_y[idx]).to(self.device)
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                    logits = self.model(
-                        input_ids=torch.from_numpy(input_ids).to(self.device),
-                        attention_mask=torch.from_numpy(mask).to(self.device),
-                    ).logits
+                    if prefix is None:
+                        input_ids, mask = self.encoder.pad([train_ids[i] for i in idx])
+                        logits = self.model(
+                            input_ids=torch.from_numpy(input_ids).to(self.device),
+                            attention_mask=torch.from_numpy(mask).to(self.device),
+                        ).logits
+                    else:
+                        input_t, mask_t, bottom = prefix.batch(idx, train_ids)
+                        with prefix.top_only(bottom):
+                            logits = self.model(input_ids=input_t, attention_mask=mask_t).logits
                 loss = loss_fn(logits.float(), target) / cfg.grad_accum
                 scaler.scale(loss).backward()
                 running = loss.item() * cfg.grad_accum if running is None else 0.9 * running + 0.1 * loss.item() * cfg.grad_accum
@@ -303,19 +318,23 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, force: bool = False
     train_ex, dev_ex, calib_ex = read_splits(cfg)
     _seed_everything(cfg.seed)
     trainer = Trainer(cfg, out)
-    stage = None
+    ids, y = trainer.encode(train_ex)
+    t_prefix = time.perf_counter()
+    prefix = trainer.frozen_prefix(ids.ids, progress)
+    extra: dict[str, Any] = {}
+    if prefix is not None:
+        extra["frozen_prefix"] = {"layers": prefix.layers, "mb": round(prefix.nbytes / 2**20, 1),
+                                  "time_s": round(time.perf_counter() - t_prefix, 1)}
     if cfg.contrastive_steps > 0 and not resume:  # a resumed run's checkpoint already holds the stage's weights
         from sitrep.training.contrastive import contrastive_stage
 
-        ids, y = trainer.encode(train_ex)
-        stage = contrastive_stage(
+        extra["contrastive"] = contrastive_stage(
             trainer.model, trainer.encoder, ids.ids, y.astype(bool), steps=cfg.contrastive_steps,
             batch_size=cfg.contrastive_batch_size, lr=cfg.contrastive_lr, seed=cfg.seed, device=trainer.device,
-            length_buckets=cfg.contrastive_length_buckets, progress=progress,
+            length_buckets=cfg.contrastive_length_buckets, progress=progress, prefix=prefix,
         )
-    result = trainer.fit(train_ex, dev_ex, resume=resume, progress=progress)
-    return finish_bundle(trainer, cfg, out, train_ex, dev_ex, calib_ex, result, t0,
-                         {"contrastive": stage} if stage else {})
+    result = trainer.fit(train_ex, dev_ex, resume=resume, progress=progress, prefix=prefix)
+    return finish_bundle(trainer, cfg, out, train_ex, dev_ex, calib_ex, result, t0, extra)
 
 
 def _rows_in(subset: list[Example], pool: list[Example]) -> np.ndarray | None:

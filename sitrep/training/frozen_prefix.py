@@ -1,0 +1,105 @@
+"""The frozen bottom of the encoder, run once per training sentence instead of once per step.
+
+With `freeze_layers = N` the embedding block and the encoder's first N layers never change, so what they
+compute for a sentence is fixed. `FrozenPrefix` runs them once over the training sentences (eval mode: no
+dropout in the frozen part; no gradients) and keeps each sentence's hidden states after layer N; training
+steps then run only the trainable top of the encoder, the pooling and the head on those states
+(`FrozenPrefix.top_only`). Both stages use it: the contrastive stage draws 6,400 sentences (200 steps × 32)
+and the classifier stage reads every sentence once per epoch, so the frozen layers run about three times
+less. Turned on by the config's `cache_frozen` (sitrep/training/config.py); its effect on time and article
+dev is measured in sitrep/models/README.md ("Recipes").
+
+What changes against running the frozen layers in every step: dropout no longer acts inside them (their
+output is the eval-mode one); the trainable layers above keep theirs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from sitrep.models.encoding import TextEncoder, length_batches
+
+
+def _fixed(states: Any) -> Any:
+    """A module standing in for the embedding block: it returns `states`, whatever it is given."""
+    import torch
+
+    class Fixed(torch.nn.Module):
+        def forward(self, *args: Any, **kwargs: Any) -> Any:
+            return states
+
+    return Fixed()
+
+
+class FrozenPrefix:
+    """Hidden states after the frozen bottom (embedding block + first `layers` layers) of each sentence."""
+
+    def __init__(self, model: Any, layers: int, encoder: TextEncoder, ids: list[np.ndarray], device: Any,
+                 batch_size: int = 64, progress: bool = True) -> None:
+        import torch
+
+        self.model, self.layers, self.encoder, self.device = model, layers, encoder, device
+        self.body = getattr(model, model.base_model_prefix)
+        if not 0 < layers < len(self.body.encoder.layer):
+            raise ValueError(f"frozen layers {layers}: the encoder has {len(self.body.encoder.layer)} layers")
+        bottom = [self.body.embeddings, *self.body.encoder.layer[:layers]]
+        if any(p.requires_grad for m in bottom for p in m.parameters()):
+            raise ValueError("FrozenPrefix needs the embedding block and the first layers frozen")
+        self.lengths = np.asarray([len(x) for x in ids], dtype=np.int64)
+        self.states: list[Any] = [None] * len(ids)
+        was_training = model.training
+        model.eval()
+        top = self.body.encoder.layer
+        self.body.encoder.layer = torch.nn.ModuleList(top[:layers])
+        try:
+            batches = length_batches(self.lengths, batch_size)
+            with torch.no_grad():
+                for idx in tqdm(batches, desc="frozen layers", unit="batch", disable=not progress,
+                                dynamic_ncols=True):
+                    input_ids, mask = encoder.pad([ids[i] for i in idx])
+                    hidden = self.body(input_ids=torch.from_numpy(input_ids).to(device),
+                                       attention_mask=torch.from_numpy(mask).to(device)).last_hidden_state
+                    hidden = hidden.float().cpu()
+                    for row, i in enumerate(idx):
+                        self.states[i] = hidden[row, : self.lengths[i]].clone()
+        finally:
+            self.body.encoder.layer = top
+            model.train(was_training)
+
+    @property
+    def nbytes(self) -> int:
+        return int(sum(s.numel() * s.element_size() for s in self.states))
+
+    def batch(self, idx: np.ndarray, ids: list[np.ndarray]) -> tuple[Any, Any, Any]:
+        """(input_ids, attention_mask, hidden states after the frozen layers) for rows `idx`, padded alike."""
+        import torch
+
+        input_ids, mask = self.encoder.pad([ids[i] for i in idx])
+        hidden = torch.zeros((len(idx), input_ids.shape[1], self.states[idx[0]].shape[-1]), dtype=torch.float32)
+        for row, i in enumerate(idx):
+            hidden[row, : self.lengths[i]] = self.states[i]
+        return (torch.from_numpy(input_ids).to(self.device), torch.from_numpy(mask).to(self.device),
+                hidden.to(self.device))
+
+    @contextmanager
+    def top_only(self, hidden: Any) -> Iterator[None]:
+        """Inside, the model's forward starts from `hidden` (the frozen bottom's output) at layer N.
+
+        The model's own forward still builds the attention mask, runs the trainable layers, pools and
+        applies the head, so a cached step computes what an uncached eval-mode bottom would.
+        """
+        import torch
+
+        embeddings, layers = self.body.embeddings, self.body.encoder.layer
+        self.body.embeddings = _fixed(hidden)
+        self.body.encoder.layer = torch.nn.ModuleList(layers[self.layers :])
+        try:
+            yield
+        finally:
+            self.body.embeddings = embeddings
+            self.body.encoder.layer = layers
