@@ -277,6 +277,41 @@ def bench_int8(
 
 
 
+def bench_int8_noise(
+    bundle: Path = typer.Argument(..., help="An exported model bundle (needs onnx/model.onnx and model.int8.onnx)."),
+    data: Path | None = typer.Option(None, "--data", "-d", help="Labeled JSONL (default: the bundle's dev files)."),
+    rel: float = typer.Option(1e-6, help="Relative noise: each fp32 MatMul weight is multiplied by 1 + REL·N(0, 1)."),
+    seeds: int = typer.Option(3, min=1, help="Noisy copies of the int8 file (seeds 0, 1, …)."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the rows as JSON here."),
+    markdown_path: Path | None = typer.Option(None, "--markdown", help="Write the table as Markdown here."),
+) -> None:
+    """How much the int8 gate's verdict moves when the int8 file's fp32 weights get tiny noise.
+
+    Scores noisy copies of the shipped int8 file as export's gate does (agreement with ONNX fp32 on each
+    dev file) and against the shipped file; a control row adds the same noise to the fp32 file. If a
+    1e-6 change flips the gate, a storage that rebuilds weights to 1e-6 (fp16+int8-residual) can too.
+    Nothing is written into the bundle.
+
+    Examples:
+
+      sitrep bench int8-noise artifacts/models/default
+
+      sitrep bench int8-noise artifacts/models/default --rel 1e-7 --seeds 5 --markdown noise.md
+    """
+    from sitrep.bench.common import write_report
+    from sitrep.bench.int8_noise import noise_markdown, run_noise
+    from sitrep.models.bundle import BundleError
+    from sitrep.models.corpus import CorpusError
+
+    try:
+        report = run_noise(bundle, data, rel, seeds, log=typer.echo)
+    except (BundleError, CorpusError, FileNotFoundError, ValueError) as exc:
+        raise fail(f"{exc}") from exc
+    md = noise_markdown(report)
+    write_report(report, json_path, md, markdown_path)
+    typer.echo(md)
+
+
 def bench_shapes(
     bundle: Path = typer.Argument(..., help="An exported model bundle."),
     runtime: str = typer.Option("onnx-int8", help=f"Runtime to time: {', '.join(RUNTIMES)}."),
@@ -353,5 +388,6 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     bench.command("score")(bench_score)
     bench.command("models")(bench_models_command)
     bench.command("int8")(bench_int8)
+    bench.command("int8-noise")(bench_int8_noise)
     bench.command("shapes")(bench_shapes)
     bench.command("request-path")(bench_request_path)
