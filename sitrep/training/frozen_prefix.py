@@ -5,9 +5,11 @@ compute for a sentence is fixed. `FrozenPrefix` runs them once over the training
 dropout in the frozen part; no gradients) and keeps each sentence's hidden states after layer N; training
 steps then run only the trainable top of the encoder, the pooling and the head on those states
 (`FrozenPrefix.top_only`). Both stages use it: the contrastive stage draws 6,400 sentences (200 steps × 32)
-and the classifier stage reads every sentence once per epoch, so the frozen layers run about three times
-less. Turned on by the config's `cache_frozen` (sitrep/training/config.py); its effect on time and article
-dev is measured in sitrep/models/README.md ("Recipes").
+and the classifier stage reads every sentence once per epoch, so with two or three epochs the frozen layers
+run once per sentence instead of three or four times. The cache is fp32 hidden states, tokens × hidden size
+(648 MB for the default's 10,364 sentences), held in CPU memory. Turned on by the config's `cache_frozen`
+(sitrep/training/config.py); its effect on time and article dev is measured in sitrep/models/README.md
+("Recipes").
 
 What changes against running the frozen layers in every step: dropout no longer acts inside them (their
 output is the eval-mode one); the trainable layers above keep theirs.
