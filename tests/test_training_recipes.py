@@ -350,3 +350,11 @@ def test_training_on_the_cached_frozen_bottom_keeps_it_frozen(tiny_base: Path, t
             assert np.array_equal(base[name], tuned[prefix + name]) == frozen, name
     assert "frozen_prefix" not in load_bundle(train(tiny_config(tiny_base, tiny_data, max_steps=1, freeze_layers=1),
                                                     tmp_path / "u", progress=False)).manifest.training
+
+
+def test_cache_frozen_without_frozen_layers_is_a_one_line_error(tiny_base: Path, tiny_data: dict,
+                                                               tmp_path: Path) -> None:
+    from sitrep.training.train import TrainingError, train
+
+    with pytest.raises(TrainingError, match="set freeze_layers"):
+        train(tiny_config(tiny_base, tiny_data, max_steps=1, cache_frozen=True), tmp_path / "bad", progress=False)

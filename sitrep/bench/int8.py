@@ -90,7 +90,7 @@ def run_study(
     if not bundle.has(ONNX_FILES["onnx"]):
         raise FileNotFoundError(f"{bundle.path}: no {ONNX_FILES['onnx']}; run `sitrep export {bundle.path}` first")
     fp32 = bundle.onnx_file("onnx")
-    data = data or bundle.manifest.training.get("config", {}).get("dev_file", "data/dev.jsonl")
+    data = data or bundle.dev_files
     examples, groups = read_with_sources(data)
     texts = [e.text for e in examples]
     y = label_matrix(examples)

@@ -58,7 +58,7 @@ def run_noise(bundle_path: str | Path, data: str | Path | None = None, rel: floa
         if not bundle.has(ONNX_FILES[key]):
             raise FileNotFoundError(f"{bundle.path}: no {ONNX_FILES[key]}; run `sitrep export {bundle.path}` first")
     fp32, int8 = bundle.onnx_file("onnx"), bundle.onnx_file("onnx-int8")
-    data = data or bundle.manifest.training.get("config", {}).get("dev_file", "data/dev.jsonl")
+    data = data or bundle.dev_files
     examples, groups = read_with_sources(data)
     texts, y, cut = [e.text for e in examples], label_matrix(examples), bundle.thresholds
     gates = Gates()

@@ -153,6 +153,11 @@ class Bundle:
         return [self.manifest.thresholds[label] for label in self.manifest.labels]
 
     @property
+    def dev_files(self) -> str | list[str]:
+        """The labeled dev file(s) the bundle was trained with (export's and the int8 benches' default set)."""
+        return self.manifest.training.get("config", {}).get("dev_file", "data/dev.jsonl")
+
+    @property
     def calibration(self) -> Calibration:
         return self.manifest.calibration
 

@@ -25,7 +25,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from sitrep.models.encoding import TextEncoder
-from sitrep.training.frozen_prefix import FrozenPrefix
+from sitrep.training.frozen_prefix import FrozenPrefix, forward_batch
 
 
 def stratified_batches(
@@ -116,14 +116,8 @@ def contrastive_stage(
     bar = tqdm(total=steps, desc="contrastive", unit="step", disable=not progress, dynamic_ncols=True)
     lengths = np.asarray([len(x) for x in ids]) if length_buckets else None
     for idx in stratified_batches(y, batch_size, steps, seed, lengths):
-        if prefix is None:
-            input_ids, mask = encoder.pad([ids[i] for i in idx])
-            attn = torch.from_numpy(mask).to(device)
-            hidden = body(input_ids=torch.from_numpy(input_ids).to(device), attention_mask=attn).last_hidden_state
-        else:
-            input_t, attn, bottom = prefix.batch(idx, ids)
-            with prefix.top_only(bottom):
-                hidden = body(input_ids=input_t, attention_mask=attn).last_hidden_state
+        out, attn = forward_batch(body, encoder, ids, idx, device, prefix)
+        hidden = out.last_hidden_state
         pooled = mean_pool(hidden, attn)
         loss = pair_loss(pooled, torch.from_numpy(jaccard_targets(y[idx])).to(device))
         loss.backward()

@@ -435,7 +435,7 @@ def export(
     """
     gates = gates or Gates()
     bundle = load_bundle(bundle_path)
-    data = data or bundle.manifest.training.get("config", {}).get("dev_file", "data/dev.jsonl")
+    data = data or bundle.dev_files
     examples, groups = read_with_sources(data, limit)
     texts = [e.text for e in examples]
     y = label_matrix(examples)

@@ -45,7 +45,7 @@ class FrozenPrefix:
                  batch_size: int = 64, progress: bool = True) -> None:
         import torch
 
-        self.model, self.layers, self.encoder, self.device = model, layers, encoder, device
+        self.layers, self.encoder, self.device = layers, encoder, device
         self.body = getattr(model, model.base_model_prefix)
         if not 0 < layers < len(self.body.encoder.layer):
             raise ValueError(f"frozen layers {layers}: the encoder has {len(self.body.encoder.layer)} layers")
@@ -105,3 +105,19 @@ class FrozenPrefix:
         finally:
             self.body.embeddings = embeddings
             self.body.encoder.layer = layers
+
+
+def forward_batch(module: Any, encoder: TextEncoder, ids: list[np.ndarray], idx: np.ndarray, device: Any,
+                  prefix: FrozenPrefix | None = None) -> tuple[Any, Any]:
+    """(`module`'s output, attention mask) for rows `idx` of `ids`: through the whole model, or with `prefix`
+    from its cached frozen bottom up. `module` is the classifier or its encoder body; both training stages
+    call this, so the cached and uncached steps differ only here."""
+    import torch
+
+    if prefix is None:
+        input_ids, mask = encoder.pad([ids[i] for i in idx])
+        attn = torch.from_numpy(mask).to(device)
+        return module(input_ids=torch.from_numpy(input_ids).to(device), attention_mask=attn), attn
+    input_t, attn, bottom = prefix.batch(idx, ids)
+    with prefix.top_only(bottom):
+        return module(input_ids=input_t, attention_mask=attn), attn

@@ -31,7 +31,7 @@ from sitrep.models.runtime import TorchBackend, batched_logits
 from sitrep.models.scores import macro_f1, split_summary, tuned_macro_f1
 from sitrep.training.calibrate import calibrate
 from sitrep.training.config import TrainConfig
-from sitrep.training.frozen_prefix import FrozenPrefix
+from sitrep.training.frozen_prefix import FrozenPrefix, forward_batch
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -109,6 +109,8 @@ class Trainer:
                                     f"freeze between 1 and {len(layers) - 1} of them")
             for module in (body.embeddings, *layers[: cfg.freeze_layers]):
                 module.requires_grad_(False)
+        if cfg.cache_frozen and not cfg.freeze_layers:
+            raise TrainingError("cache_frozen caches the frozen layers' output: set freeze_layers (1 or more) too")
         self.frozen = {n for n, p in self.model.named_parameters() if not p.requires_grad}
         self.amp_dtype = None
         if self.device.type == "cuda" and cfg.mixed_precision != "none":
@@ -150,10 +152,11 @@ class Trainer:
                             self.cfg.eval_batch_size, progress)
 
     def fit(self, train: list[Example], dev: list[Example], resume: bool, progress: bool,
-            prefix: FrozenPrefix | None = None) -> dict[str, Any]:
-        """Train; `prefix`, when given, holds the frozen bottom's output for `train` (same order)."""
+            prefix: FrozenPrefix | None = None, encoded: tuple[Encoded, np.ndarray] | None = None) -> dict[str, Any]:
+        """Train. `encoded`: `self.encode(train)` when the caller already has it; `prefix`, when given, holds the
+        frozen bottom's output for `train` (same order)."""
         torch, cfg = self.torch, self.cfg
-        train_encoded, train_y = self.encode(train)
+        train_encoded, train_y = encoded if encoded is not None else self.encode(train)
         train_ids = train_encoded.ids
         dev_ids, dev_y = self.encode(dev)
         lengths = np.asarray([len(x) for x in train_ids])
@@ -213,16 +216,7 @@ class Trainer:
                 idx = batches[bi]
                 target = torch.from_numpy(train_y[idx]).to(self.device)
                 with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                    if prefix is None:
-                        input_ids, mask = self.encoder.pad([train_ids[i] for i in idx])
-                        logits = self.model(
-                            input_ids=torch.from_numpy(input_ids).to(self.device),
-                            attention_mask=torch.from_numpy(mask).to(self.device),
-                        ).logits
-                    else:
-                        input_t, mask_t, bottom = prefix.batch(idx, train_ids)
-                        with prefix.top_only(bottom):
-                            logits = self.model(input_ids=input_t, attention_mask=mask_t).logits
+                    logits = forward_batch(self.model, self.encoder, train_ids, idx, self.device, prefix)[0].logits
                 loss = loss_fn(logits.float(), target) / cfg.grad_accum
                 scaler.scale(loss).backward()
                 running = loss.item() * cfg.grad_accum if running is None else 0.9 * running + 0.1 * loss.item() * cfg.grad_accum
@@ -333,7 +327,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, force: bool = False
             batch_size=cfg.contrastive_batch_size, lr=cfg.contrastive_lr, seed=cfg.seed, device=trainer.device,
             length_buckets=cfg.contrastive_length_buckets, progress=progress, prefix=prefix,
         )
-    result = trainer.fit(train_ex, dev_ex, resume=resume, progress=progress, prefix=prefix)
+    result = trainer.fit(train_ex, dev_ex, resume=resume, progress=progress, prefix=prefix, encoded=(ids, y))
     return finish_bundle(trainer, cfg, out, train_ex, dev_ex, calib_ex, result, t0, extra)
 
 
