@@ -106,3 +106,35 @@ def test_articles_point_into_their_text_and_keep_their_own_topics(tmp_path: Path
     text = "\n".join(report.errors)
     assert f"text is not article[{rows[0]['start']}:" in text
     assert "the two corpora share no topic" in text
+
+
+def test_import_articles_add_joins_a_batch_and_refuses_it_twice(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sitrep.cli import app
+
+    d = _copy(tmp_path)
+    before = {s: (d / "articles" / f"{s}.jsonl").read_text(encoding="utf-8") for s in ("train", "dev", "test")}
+    topic = next(t for t, v in json.loads((d / "topics.json").read_text())["topics"].items()
+                 if v.get("corpus") == "articles" and v["split"] == "train")
+    batch = tmp_path / "batch.jsonl"
+    _append(batch, {"article_id": "en-new-001", "lang": "en", "topic": topic, "paragraphs": [
+        [{"text": "Rockets hit a base overnight, officials said.", "labels": ["official_confirmation"]}],
+        [{"text": "The base has hosted foreign troops since 2014.", "labels": []},
+         {"text": "No group has claimed the attack.", "labels": []}]]})
+    runner = CliRunner()
+    result = runner.invoke(app, ["data", "import-articles", "--add", str(batch), "--data-dir", str(d)])
+    assert result.exit_code == 0, result.output
+    train = (d / "articles" / "train.jsonl").read_text(encoding="utf-8")
+    new = [json.loads(x) for x in train.splitlines() if x.startswith('{"id": "en-new-001')]
+    assert [r["position"] for r in new] == [0, 1, 2]
+    text = json.loads(next(x for x in (d / "articles" / "texts.jsonl").read_text(encoding="utf-8").splitlines()
+                           if '"en-new-001"' in x))["text"]
+    assert all(text[r["start"]:r["end"]] == r["text"] for r in new)
+    # what was there is kept, row for row
+    old = set(before["train"].splitlines())
+    assert old <= set(train.splitlines()) and len(train.splitlines()) == len(old) + 3
+    for split in ("dev", "test"):
+        assert (d / "articles" / f"{split}.jsonl").read_text(encoding="utf-8") == before[split]
+    again = runner.invoke(app, ["data", "import-articles", "--add", str(batch), "--data-dir", str(d)])
+    assert again.exit_code == 2 and "has it already" in again.output

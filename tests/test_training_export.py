@@ -331,3 +331,33 @@ def test_export_ends_on_the_rung_without_int8_when_no_int8_recipe_passes(
     assert [a["recipe"]["name"] for a in rungs] == [r.name for r in export_mod.ladder(portable=True)]
     assert not any(a["passed"] for a in rungs[:-1]) and rungs[-1]["passed"]
     assert not integer_ops & {n.op_type for n in onnx.load(str(copy / "onnx" / "model.int8.onnx")).graph.node}
+
+
+def test_an_int8_file_over_the_size_budget_sends_export_to_the_rung_without_int8(
+    tiny_bundle: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """A passing uint8 recipe whose file ends above `int8_size_budget_mib` does not end the ladder: the rung
+    without int8 MatMuls is tried too, and the smaller of the two passing files is kept."""
+    from sitrep.training import export as export_mod
+
+    copy = shutil.copytree(tiny_bundle, tmp_path / "b")
+    gates = tiny_gates()
+    gates.int8_size_budget_mib = 0.0  # every file is over it
+    logs: list[str] = []
+    report = export_mod.export(copy, data=tiny_data["dev"], gates=gates, log=logs.append, portable=True)
+    attempts = [a for a in report["runtimes"]["onnx-int8"]["attempts"] if "recipe" in a]
+    uint8 = [a for a in attempts if a["passed"] and a["recipe"]["quantize"]]
+    fallback = [a for a in attempts if a["passed"] and a["recipe"]["storage_fallback"]]
+    assert uint8 and fallback, "both the uint8 recipe and the rung without int8 pass on the tiny model"
+    assert any("over the 0 MiB budget" in line for line in logs)
+    # the file kept is the smaller of the last passing try of each
+    kept_mib = (copy / "onnx" / "model.int8.onnx").stat().st_size / 2**20
+    assert kept_mib == pytest.approx(min(uint8[-1]["size_mb"], fallback[-1]["size_mb"]), abs=0.06)
+    m = load_bundle(copy).manifest
+    assert (m.export["int8_weights"] == "none") == (fallback[-1]["size_mb"] < uint8[-1]["size_mb"])
+    # without a budget the first passing uint8 recipe ends the ladder, as before
+    copy2 = shutil.copytree(tiny_bundle, tmp_path / "b2")
+    gates.int8_size_budget_mib = None
+    report = export_mod.export(copy2, data=tiny_data["dev"], gates=gates, log=lambda *_: None, portable=True)
+    assert not any(a["recipe"]["storage_fallback"] for a in report["runtimes"]["onnx-int8"]["attempts"]
+                   if "recipe" in a)

@@ -71,17 +71,27 @@ def assemble(paragraphs: list[list[dict[str, Any]]], where: str = "") -> tuple[s
     return "".join(parts), sentences
 
 
-def import_articles(sources: list[Path], data_dir: Path, topics: dict[str, dict[str, Any]]) -> Counter[str]:
-    """Write data/articles/ from writers' files (replacing what is there). Returns sentences per split."""
+def import_articles(sources: list[Path], data_dir: Path, topics: dict[str, dict[str, Any]],
+                    add: bool = False) -> Counter[str]:
+    """Write data/articles/ from writers' files. Returns sentences per split (the whole corpus).
+
+    By default the files replace what data/articles/ holds; with `add` their articles join it (an article
+    id already there is an error, so a batch cannot be added twice)."""
     texts: list[dict[str, Any]] = []
     rows: dict[str, list[dict[str, Any]]] = {s: [] for s in ARTICLE_SPLITS}
-    seen: set[str] = set()
+    if add:
+        texts = list(load_article_texts(data_dir).values())
+        for split in ARTICLE_SPLITS:
+            path = data_dir / "articles" / f"{split}.jsonl"
+            rows[split] = [row for _, row in read_jsonl(path)] if path.is_file() else []
+    seen: set[str] = {t["article_id"] for t in texts}
     for src in sources:
         for lineno, art in read_jsonl(src):
             where = f"{src}:{lineno}"
             aid, lang, topic = art.get("article_id"), art.get("lang"), art.get("topic")
             if not isinstance(aid, str) or not aid or aid in seen:
-                raise ArticleError(f"{where}: missing or duplicate article_id {aid!r}")
+                raise ArticleError(f"{where}: missing or duplicate article_id {aid!r}"
+                                   + (" (data/articles/ has it already)" if aid and aid in seen and add else ""))
             seen.add(aid)
             split = topics.get(topic, {}).get("split")
             if split not in ARTICLE_SPLITS:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import typer
@@ -153,6 +154,10 @@ def export(
     sentencepiece: bool = typer.Option(
         True, help="Write the tokenizer as a SentencePiece model for the runtime (a fraction of the memory "
         "tokenizer.json's reader takes), kept if it gives tokenizer.json's ids on the parity sentences."),
+    size_budget_mib: float = typer.Option(
+        150.0, "--size-budget-mib", min=0, help="When the passing uint8 recipe's int8 file ends above this, also "
+        "try the rung without int8 MatMuls (fp32 compute, compact storage) and keep it if it passes with a "
+        "smaller file. 'inf': no budget."),
 ) -> None:
     """Export ONNX fp32, int8 (CPU) and fp16 (CUDA) into the bundle, with parity gates against torch.
 
@@ -164,7 +169,7 @@ def export(
     its ids match tokenizer.json's.
     """
     from sitrep.models.bundle import BundleError
-    from sitrep.training.export import ExportError
+    from sitrep.training.export import ExportError, Gates
     from sitrep.training.export import export as run_export
 
     modes = tuple(m.strip() for m in word_embeddings.split(",") if m.strip() and m.strip() != "fp32")
@@ -178,7 +183,8 @@ def export(
     if bad:
         raise fail(f"--fp32-weights takes fp16, fp16+int8-residual or fp32 (got {bad})")
     try:
-        report = run_export(bundle, data=data, portable=portable_int8, word_embeddings=modes,
+        gates = Gates(int8_size_budget_mib=None if math.isinf(size_budget_mib) else size_budget_mib)
+        report = run_export(bundle, data=data, gates=gates, portable=portable_int8, word_embeddings=modes,
                             fp32_weights=stores, sentencepiece=sentencepiece)
     except BundleError as exc:
         raise fail(f"{exc}") from exc
@@ -241,16 +247,20 @@ def data_validate(
 def data_import_articles(
     sources: list[Path] = typer.Argument(..., help="Writers' article files (JSONL, one article a line)."),
     data_dir: Path = typer.Option(Path("data"), help="The corpus folder (topics.json, articles/)."),
+    add: bool = typer.Option(False, "--add", help="Add the files' articles to what data/articles/ holds "
+                             "(an article id already there is an error) instead of replacing it."),
 ) -> None:
     """Build data/articles/ (texts.jsonl + one sentence a line per split, with offsets) from writers' files.
 
     A writer's line: {"article_id", "lang", "topic", "paragraphs": [[{"text", "labels"}, ...], ...]}; the
-    split comes from the topic in topics.json. Replaces what data/articles/ holds; run
-    `sitrep data validate` afterwards. Format: sitrep/training/articles.py.
+    split comes from the topic in topics.json. Replaces what data/articles/ holds, or with --add joins it
+    (a new batch); run `sitrep data validate` afterwards. Format: sitrep/training/articles.py.
 
-    Example:
+    Examples:
 
       sitrep data import-articles writers/*/articles.jsonl
+
+      sitrep data import-articles --add batch7/*/articles.jsonl
     """
     import json
 
@@ -262,7 +272,7 @@ def data_import_articles(
         raise fail(f"no such file: {', '.join(missing)}")
     try:
         topics = json.loads((data_dir / "topics.json").read_text(encoding="utf-8"))["topics"]
-        counts = import_articles(sources, data_dir, topics)
+        counts = import_articles(sources, data_dir, topics, add=add)
     except (OSError, KeyError, json.JSONDecodeError, ArticleError, JsonlError, ValueError) as exc:
         raise fail(exc) from exc
     typer.echo(f"{data_dir / 'articles'}: " + ", ".join(f"{k} {v:,} sentences" for k, v in counts.items()))

@@ -9,7 +9,9 @@ file on its own, the article dev split as well as the sentence dev, not only on 
 recipe it then tries storing the word-embedding table compactly (per-row int8, then fp16:
 sitrep/training/embeddings.py), each scored against the same gate, and keeps the first that passes
 (else the table stays fp32); then the MatMul weights the recipe left fp32 are stored as fp16 in the
-file (sitrep/training/fp16_weights.py; they still run in fp32), kept if that passes the gate too.
+file (sitrep/training/fp16_weights.py; they still run in fp32), kept if that passes the gate too. A uint8
+recipe whose file stays above the size budget (`Gates.int8_size_budget_mib`, 150 MiB) sends export on to
+the ladder's last rung, fp32 compute in a compact file, kept if it passes and is smaller.
 Before all of it, export writes the tokenizer as a SentencePiece model for the runtime
 (sitrep/training/sentencepiece_model.py: a quarter of the memory of tokenizer.json's reader), kept if it
 gives the same ids on the parity sentences.
@@ -58,6 +60,9 @@ class Gates:
     int8_min_agreement: float = 0.99
     int8_max_f1_drop: float = 0.005  # 0.5 point of macro-F1
     tokenizer_min_identical: float = 0.999  # SentencePiece vs tokenizer.json: sentences with identical ids
+    # Not a gate but a preference: a passing uint8 recipe whose file ends above this (MiB; None: no budget)
+    # sends export to the rung without int8 MatMuls, kept if it passes and its file is smaller.
+    int8_size_budget_mib: float | None = 150.0
 
 
 @dataclass
@@ -77,8 +82,10 @@ class QuantRecipe:
     embeddings: bool = False  # quantize the embedding table too (EmbedLayerNormalization); `sitrep bench int8`
     quantize: bool = True  # False: no int8 MatMul at all, the optimized fp32 graph (only its storage is compacted)
     # Tried when the first uint8 recipe that passes keeps its word-embedding table fp32 (no compact storage
-    # passed the gate on top of its int8 noise): a compact file then costs little speed; and, the last rung,
-    # when no int8 recipe passed at all.
+    # passed the gate on top of its int8 noise) or ends above `Gates.int8_size_budget_mib`: such a recipe
+    # runs most of its MatMuls in fp32 anyway, so a compact fp32-compute file costs little speed, and
+    # without int8 noise its compact storages pass or fail on their own error, not by chance; and, the last
+    # rung, when no int8 recipe passed at all.
     storage_fallback: bool = False
 
 
@@ -525,17 +532,21 @@ def export(
                       + ("" if weights == "fp32" else f", fp32 weights stored {weights}"),
                       "weights": recipe.weight_type if recipe.quantize else "none", "needs_vnni": needs_vnni,
                       "word_embeddings": storage, "fp32_weights_stored": weights, "file": candidate}
-            if (storage == "fp32" and word_embeddings and recipe.quantize and recipe.weight_type == "uint8"
-                    and kept is None and any(r.storage_fallback for r in rungs)):
+            size_mib = candidate.stat().st_size / 2**20
+            over = gates.int8_size_budget_mib is not None and size_mib > gates.int8_size_budget_mib
+            if (((storage == "fp32" and word_embeddings) or over) and recipe.quantize
+                    and recipe.weight_type == "uint8" and kept is None and any(r.storage_fallback for r in rungs)):
                 kept = {**result, "file": work / "kept.int8.onnx"}
                 shutil.copyfile(candidate, kept["file"])
-                log("      no compact word-embedding table passed on this recipe: trying the rung without int8 "
-                    "MatMuls for one (kept as is if that fails)")
+                why = ("no compact word-embedding table passed on this recipe" if storage == "fp32" else
+                       f"its file is {size_mib:.1f} MiB, over the {gates.int8_size_budget_mib:g} MiB budget")
+                log(f"      {why}: trying the rung without int8 MatMuls (kept if it passes with a smaller file)")
                 continue
-            chosen = kept if kept is not None and storage == "fp32" else result
+            # After the fallback rung passed: the smaller of its file and the uint8 recipe's
+            chosen = result if kept is None or size_mib < kept["file"].stat().st_size / 2**20 else kept
             break
     if chosen is None and kept is not None:
-        chosen = kept  # the fallback rung failed the gate: the passing recipe with its fp32 table
+        chosen = kept  # the fallback rung failed the gate: the passing uint8 recipe as it was
     if chosen is not None:
         shutil.copyfile(chosen.pop("file"), int8)
         bundle = _register(bundle)
