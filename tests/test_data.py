@@ -138,3 +138,10 @@ def test_import_articles_add_joins_a_batch_and_refuses_it_twice(tmp_path: Path) 
         assert (d / "articles" / f"{split}.jsonl").read_text(encoding="utf-8") == before[split]
     again = runner.invoke(app, ["data", "import-articles", "--add", str(batch), "--data-dir", str(d)])
     assert again.exit_code == 2 and "has it already" in again.output
+    # a batch that repeats its own id is a duplicate within the batch, not one the corpus has
+    twice = tmp_path / "twice.jsonl"
+    row = json.loads(batch.read_text(encoding="utf-8"))
+    for _ in range(2):
+        _append(twice, {**row, "article_id": "en-new-002"})
+    dup = runner.invoke(app, ["data", "import-articles", "--add", str(twice), "--data-dir", str(d)])
+    assert dup.exit_code == 2 and "en-new-002" in dup.output and "has it already" not in dup.output

@@ -357,7 +357,7 @@ def test_an_int8_file_over_the_size_budget_sends_export_to_the_rung_without_int8
     assert (m.export["int8_weights"] == "none") == (fallback[-1]["size_mb"] < uint8[-1]["size_mb"])
     # without a budget the first passing uint8 recipe ends the ladder, as before
     copy2 = shutil.copytree(tiny_bundle, tmp_path / "b2")
-    gates.int8_size_budget_mib = None
+    gates.int8_size_budget_mib = float("inf")
     report = export_mod.export(copy2, data=tiny_data["dev"], gates=gates, log=lambda *_: None, portable=True)
     assert not any(a["recipe"]["storage_fallback"] for a in report["runtimes"]["onnx-int8"]["attempts"]
                    if "recipe" in a)

@@ -84,14 +84,15 @@ def import_articles(sources: list[Path], data_dir: Path, topics: dict[str, dict[
         for split in ARTICLE_SPLITS:
             path = data_dir / "articles" / f"{split}.jsonl"
             rows[split] = [row for _, row in read_jsonl(path)] if path.is_file() else []
-    seen: set[str] = {t["article_id"] for t in texts}
+    existing: set[str] = {t["article_id"] for t in texts}
+    seen = set(existing)
     for src in sources:
         for lineno, art in read_jsonl(src):
             where = f"{src}:{lineno}"
             aid, lang, topic = art.get("article_id"), art.get("lang"), art.get("topic")
             if not isinstance(aid, str) or not aid or aid in seen:
                 raise ArticleError(f"{where}: missing or duplicate article_id {aid!r}"
-                                   + (" (data/articles/ has it already)" if aid and aid in seen and add else ""))
+                                   + (" (data/articles/ has it already)" if aid in existing else ""))
             seen.add(aid)
             split = topics.get(topic, {}).get("split")
             if split not in ARTICLE_SPLITS:

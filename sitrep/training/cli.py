@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 
 import typer
@@ -183,9 +182,9 @@ def export(
     if bad:
         raise fail(f"--fp32-weights takes fp16, fp16+int8-residual or fp32 (got {bad})")
     try:
-        gates = Gates(int8_size_budget_mib=None if math.isinf(size_budget_mib) else size_budget_mib)
-        report = run_export(bundle, data=data, gates=gates, portable=portable_int8, word_embeddings=modes,
-                            fp32_weights=stores, sentencepiece=sentencepiece)
+        report = run_export(bundle, data=data, gates=Gates(int8_size_budget_mib=size_budget_mib),
+                            portable=portable_int8, word_embeddings=modes, fp32_weights=stores,
+                            sentencepiece=sentencepiece)
     except BundleError as exc:
         raise fail(f"{exc}") from exc
     except ExportError as exc:

@@ -60,9 +60,9 @@ class Gates:
     int8_min_agreement: float = 0.99
     int8_max_f1_drop: float = 0.005  # 0.5 point of macro-F1
     tokenizer_min_identical: float = 0.999  # SentencePiece vs tokenizer.json: sentences with identical ids
-    # Not a gate but a preference: a passing uint8 recipe whose file ends above this (MiB; None: no budget)
+    # Not a gate but a preference: a passing uint8 recipe whose file ends above this (MiB; inf: no budget)
     # sends export to the rung without int8 MatMuls, kept if it passes and its file is smaller.
-    int8_size_budget_mib: float | None = 150.0
+    int8_size_budget_mib: float = 150.0
 
 
 @dataclass
@@ -533,7 +533,7 @@ def export(
                       "weights": recipe.weight_type if recipe.quantize else "none", "needs_vnni": needs_vnni,
                       "word_embeddings": storage, "fp32_weights_stored": weights, "file": candidate}
             size_mib = candidate.stat().st_size / 2**20
-            over = gates.int8_size_budget_mib is not None and size_mib > gates.int8_size_budget_mib
+            over = size_mib > gates.int8_size_budget_mib
             if (((storage == "fp32" and word_embeddings) or over) and recipe.quantize
                     and recipe.weight_type == "uint8" and kept is None and any(r.storage_fallback for r in rungs)):
                 kept = {**result, "file": work / "kept.int8.onnx"}
