@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,51 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sitrep.bench.image import instructions, pip_environment, replay_copy
 from sitrep.serving.process import ServerProcess
 
 REPO = Path(__file__).resolve().parent.parent
 DOCKERFILES = ("Dockerfile.cpu", "Dockerfile.gpu")
-
-
-def instructions(dockerfile: Path, stage: str) -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) of one build stage, line continuations joined, comments dropped."""
-    logical: list[str] = []
-    buf = ""
-    for line in dockerfile.read_text(encoding="utf-8").splitlines():
-        if not buf and (not line.strip() or line.lstrip().startswith("#")):
-            continue
-        if line.rstrip().endswith("\\"):
-            buf += line.rstrip()[:-1] + " "
-            continue
-        logical.append(buf + line)
-        buf = ""
-    out: list[tuple[str, str]] = []
-    current = None
-    for line in logical:
-        word, _, args = line.strip().partition(" ")
-        if word.upper() == "FROM":
-            current = args.split(" AS ")[-1].strip() if " AS " in args else None
-            continue
-        if current == stage:
-            out.append((word.upper(), args.strip()))
-    return out
-
-
-def replay_copy(args: str, root: Path) -> None:
-    parts = [p for p in shlex.split(args) if not p.startswith("--")]
-    *sources, dest = parts
-    target = root / dest.lstrip("/")
-    for src in sources:
-        path = REPO / src
-        assert path.exists(), f"COPY {src}: not in the repository"
-        if path.is_dir():
-            shutil.copytree(
-                path, target, dirs_exist_ok=True, ignore=shutil.ignore_patterns("__pycache__", "*.pyc")
-            )
-        else:
-            dst = target / path.name if dest.endswith("/") else target
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, dst)
 
 
 @pytest.mark.parametrize("name", DOCKERFILES)
@@ -97,12 +56,12 @@ def test_cpu_image_install_serves_without_torch(tiny_bundle: Path, tmp_path: Pat
     ran = 0
     for word, args in steps:
         if word == "COPY":
-            replay_copy(args, root)
+            replay_copy(args, REPO, root)
         elif word == "RUN" and "pip install" in args:
             command = args.replace("/tmp/src", str(root / "tmp" / "src"))
             proc = subprocess.run(
                 ["bash", "-euo", "pipefail", "-c", command],
-                env={**_base_env(), **env},
+                env={**pip_environment(), **env},
                 capture_output=True,
                 text=True,
                 timeout=600,
@@ -143,14 +102,6 @@ def test_cpu_image_install_serves_without_torch(tiny_bundle: Path, tmp_path: Pat
             check=True,
         ).stdout
     )
-
-
-def _base_env() -> dict[str, str]:
-    """The pip configuration of this machine (index, wheels), so the install works offline here."""
-    import os
-
-    keep = ("PIP_", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "SSL_CERT", "REQUESTS_CA_BUNDLE", "LANG", "LC_")
-    return {k: v for k, v in os.environ.items() if k.startswith(keep) or k in ("TMPDIR",)}
 
 
 def test_cpu_image_with_model_copies_what_the_int8_runtime_reads(tiny_bundle: Path) -> None:

@@ -383,6 +383,41 @@ def bench_request_path(
     typer.echo(md)
 
 
+def bench_image(
+    dockerfile: Path = typer.Option(Path("Dockerfile.cpu"), help="The Dockerfile to measure."),
+    target: str = typer.Option("with-model", help="Build stage: with-model (bundle copied in) or serve."),
+    context: Path = typer.Option(Path("."), help="Build context (the repository root)."),
+    method: str = typer.Option("auto", help="auto (Docker where an engine runs, else replay), docker or replay."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the report as JSON here."),
+    markdown_path: Path | None = typer.Option(None, "--markdown", help="Write the table as Markdown here."),
+) -> None:
+    """How large the CPU container image is, layer by layer, and which installed packages weigh most.
+
+    With a Docker engine the target is built and Docker's own sizes are read. Without one, the target's
+    COPY lines and the RUN lines that call pip are replayed (into a scratch root and a fresh virtualenv,
+    as tests/test_serving_docker.py does) and the bytes each adds are counted; the base image is then
+    reported as not measured. The with-model target copies artifacts/models/default: `make model` first.
+
+    Examples:
+
+      sitrep bench image
+
+      sitrep bench image --target serve --markdown image.md --json image.json
+    """
+    from sitrep.bench.common import write_report
+    from sitrep.bench.image import ImageError, image_markdown, run_image
+
+    if method not in ("auto", "docker", "replay"):
+        raise fail("--method must be auto, docker or replay")
+    try:
+        report = run_image(dockerfile, target, context, method, log=lambda m: typer.echo(m, err=True))
+    except ImageError as exc:
+        raise fail(str(exc)) from exc
+    md = image_markdown(report)
+    write_report(report, json_path, md, markdown_path)
+    typer.echo(md)
+
+
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     bench.command("http")(bench_http)
     bench.command("score")(bench_score)
@@ -391,3 +426,4 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     bench.command("int8-noise")(bench_int8_noise)
     bench.command("shapes")(bench_shapes)
     bench.command("request-path")(bench_request_path)
+    bench.command("image")(bench_image)
