@@ -232,6 +232,29 @@ def test_int8_weight_recipes_only_with_vnni() -> None:
     assert portable and all(r.weight_type == "uint8" for r in portable)
 
 
+def test_attention_fp32_rung_leaves_the_fused_attention_unquantized(tiny_bundle: Path, tmp_path: Path) -> None:
+    """On VNNI, after the full outlier split the ladder tries the split with the fused attention (QKV) fp32:
+    no QAttention in that file, every other MatMul still int8 on u8s8 kernels."""
+    import onnx
+
+    from sitrep.training.export import LADDER, ffn_matmuls, optimize_graph, quantize
+
+    split = [r for r in LADDER if r.outlier_threshold is not None]
+    assert [r.attention_fp32 for r in split] == [False, True] and all(r.vnni_only for r in split)
+    assert LADDER.index(split[1]) == LADDER.index(split[0]) + 1  # before any uint8 rung
+    bundle = load_bundle(tiny_bundle)
+    opt = tmp_path / "opt.onnx"
+    optimize_graph(bundle, bundle.onnx_file("onnx"), opt)
+    assert "Attention" in {n.op_type for n in onnx.load(str(opt)).graph.node}
+    for recipe, want_qattention in ((split[0], True), (split[1], False)):
+        out = tmp_path / f"{recipe.attention_fp32}.onnx"
+        quantize(opt, out, recipe, [])
+        ops = [n.op_type for n in onnx.load(str(out)).graph.node]
+        assert ("QAttention" in ops) is want_qattention and ("Attention" in ops) is not want_qattention
+        assert ops.count("MatMulInteger") + ops.count("DynamicQuantizeMatMul") >= len(
+            [n for g in ffn_matmuls(opt) for n in g])  # the FFN MatMuls stay int8 either way
+
+
 def test_int8_model_verified_with_vnni_warns_on_a_cpu_without(
     tiny_bundle: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
