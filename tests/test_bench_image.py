@@ -37,6 +37,9 @@ def _context(tmp_path: Path) -> Path:
     (ctx / "dist").mkdir(parents=True)
     (ctx / "model").mkdir()
     (ctx / "Dockerfile").write_text(DOCKERFILE, encoding="utf-8")
+    # the build context: BuildKit reads <Dockerfile>.dockerignore; dist/notes.tmp is left out of it
+    (ctx / "Dockerfile.dockerignore").write_text("# test\n**/*.tmp\n", encoding="utf-8")
+    (ctx / "dist" / "notes.tmp").write_bytes(b"n" * 50_000)
     info = "tinypkg-0.1.dist-info"
     files = {
         "tinypkg/__init__.py": "# " + "x" * PAYLOAD + "\nVALUE = 1\n",
@@ -72,6 +75,7 @@ def test_replay_counts_what_each_line_adds(tmp_path: Path) -> None:
     assert [x["line"].split()[0] for x in layers] == ["COPY", "RUN", "RUN", "COPY", "COPY"]
     wheel = (ctx / "dist" / "tinypkg-0.1-py3-none-any.whl").stat().st_size
     assert layers[0]["mb"] == round(wheel / 1e6, 2)  # the COPY layer stays although the RUN removes it
+    # (and holds only what the .dockerignore lets into the context: not dist/notes.tmp)
     assert layers[1]["mb"] >= PAYLOAD / 1e6  # the installed module, uncompressed
     assert layers[2]["mb"] is None and not layers[2]["replayed"]  # useradd: not something a replay can run
     assert layers[3]["mb"] == round(250_002 / 1e6, 2)

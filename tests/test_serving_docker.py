@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sitrep.bench.image import instructions, pip_environment, replay_copy
+from sitrep.bench.image import context_filter, instructions, replay_copy, replay_run
 from sitrep.serving.process import ServerProcess
 
 REPO = Path(__file__).resolve().parent.parent
@@ -48,26 +48,14 @@ def test_cpu_image_install_serves_without_torch(tiny_bundle: Path, tmp_path: Pat
     root = tmp_path / "image"
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=120)
-    env = {
-        "PATH": f"{venv / 'bin'}:/usr/bin:/bin",
-        "HOME": str(tmp_path),
-        "PIP_DISABLE_PIP_VERSION_CHECK": "1",
-    }
+    env = {"PATH": f"{venv / 'bin'}:/usr/bin:/bin"}
+    included = context_filter(REPO / "Dockerfile.cpu", REPO)  # what the .dockerignore lets into the context
     ran = 0
     for word, args in steps:
         if word == "COPY":
-            replay_copy(args, REPO, root)
+            replay_copy(args, REPO, root, included)
         elif word == "RUN" and "pip install" in args:
-            command = args.replace("/tmp/src", str(root / "tmp" / "src"))
-            proc = subprocess.run(
-                ["bash", "-euo", "pipefail", "-c", command],
-                env={**pip_environment(), **env},
-                capture_output=True,
-                text=True,
-                timeout=600,
-                cwd=tmp_path,
-            )
-            assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+            replay_run(args, root, venv, tmp_path)  # raises ImageError with pip's last line if it fails
             ran += 1
     assert ran == 1
     assert not (root / "tmp" / "src").exists()  # the image keeps only the installed package
@@ -134,3 +122,7 @@ def test_cpu_image_with_model_copies_what_the_int8_runtime_reads(tiny_bundle: Pa
     needed = {MANIFEST, *runtime_files("onnx-int8", bundle)}
     assert SPM_FILE in needed
     assert needed <= copied, f"missing from the image: {sorted(needed - copied)}"
+    # and the build context holds them: Dockerfile.cpu.dockerignore must let each one in
+    included = context_filter(REPO / "Dockerfile.cpu", REPO)
+    shut_out = sorted(f for f in needed if not included(prefix + f))
+    assert not shut_out, f"excluded from the build context by Dockerfile.cpu.dockerignore: {shut_out}"

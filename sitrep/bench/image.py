@@ -11,6 +11,7 @@ of guessing.
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import shlex
 import shutil
@@ -93,29 +94,62 @@ def tree_bytes(path: Path) -> int:
     return total
 
 
-def replay_copy(args: str, context: Path, root: Path) -> int:
-    """Copy a COPY line's sources from the build context into `root`; the bytes it adds."""
+def context_filter(dockerfile: Path, context: Path) -> Callable[[str], bool]:
+    """Whether a path (relative to the build context, '/'-separated) is in the build context: the rules of
+    `<Dockerfile>.dockerignore` (what BuildKit reads), else of `.dockerignore` in the context; the last rule
+    that matches the path or one of its parent folders decides, `!` re-includes, `**/` matches any depth."""
+    ignore = next((p for p in (dockerfile.with_name(dockerfile.name + ".dockerignore"), context / ".dockerignore")
+                   if p.is_file()), None)
+    rules = [] if ignore is None else [
+        (line.startswith("!"), line.removeprefix("!").strip().strip("/"))
+        for line in (x.strip() for x in ignore.read_text(encoding="utf-8").splitlines())
+        if line and not line.startswith("#")]
+
+    def matches(pattern: str, rel: str) -> bool:
+        parts = rel.split("/")
+        prefixes = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+        patterns = [pattern, pattern[3:]] if pattern.startswith("**/") else [pattern]
+        return any(fnmatch.fnmatchcase(prefix, p) for prefix in prefixes for p in patterns)
+
+    def included(rel: str) -> bool:
+        keep = True
+        for negated, pattern in rules:
+            if matches(pattern, rel):
+                keep = negated
+        return keep
+
+    return included
+
+
+def replay_copy(args: str, context: Path, root: Path, included: Callable[[str], bool] = lambda _: True) -> int:
+    """Copy a COPY line's sources from the build context into `root` (only what `included` lets into the
+    context, see `context_filter`); the bytes it adds."""
     parts = [p for p in shlex.split(args) if not p.startswith("--")]
     *sources, dest = parts
     target = root / dest.lstrip("/")
     added = 0
+
+    def copy(path: Path, dst: Path) -> int:
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, dst)
+        return path.stat().st_size
+
     for src in sources:
-        matches = sorted(context.glob(src)) if any(c in src for c in "*?[") else [context / src]
-        if any(c in src for c in "*?[") and not matches:
-            continue  # a glob that matches nothing copies nothing (Docker accepts it if another source matched)
+        pattern = any(c in src for c in "*?[")
+        found = sorted(context.glob(src)) if pattern else [context / src]
+        matches = [p for p in found if p.exists() and included(p.relative_to(context).as_posix())]
+        if not matches:
+            if pattern:
+                continue  # a glob that matches nothing copies nothing (Docker accepts it if another source matched)
+            why = "excluded from" if found[0].exists() else "not in"
+            hint = " (run `make model` first: the with-model target copies the bundle)" if "artifacts" in src else ""
+            raise ImageError(f"COPY {src}: {why} the build context {context}{hint}")
         for path in matches:
-            if not path.exists():
-                hint = " (run `make model` first: the with-model target copies the bundle)" if "artifacts" in src else ""
-                raise ImageError(f"COPY {src}: not in the build context {context}{hint}")
             if path.is_dir():
-                shutil.copytree(path, target, dirs_exist_ok=True,
-                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
-                added += tree_bytes(path)
+                added += sum(copy(f, target / f.relative_to(path)) for f in sorted(path.rglob("*"))
+                             if f.is_file() and not f.is_symlink() and included(f.relative_to(context).as_posix()))
             else:
-                dst = target / path.name if dest.endswith("/") or len(parts) > 2 else target
-                dst.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, dst)
-                added += path.stat().st_size
+                added += copy(path, target / path.name if dest.endswith("/") or len(parts) > 2 else target)
     return added
 
 
@@ -163,6 +197,7 @@ def measure_replay(dockerfile: Path, target: str, context: Path, work: Path,
                    log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Replay the target's COPY and pip lines; the bytes each adds."""
     base, lines = stage_chain(dockerfile, target)
+    included = context_filter(dockerfile, context)
     root, venv, home = work / "root", work / "venv", work / "home"
     for d in (root, home):
         d.mkdir(parents=True, exist_ok=True)
@@ -171,7 +206,7 @@ def measure_replay(dockerfile: Path, target: str, context: Path, work: Path,
     layers: list[dict[str, Any]] = []
     for stage, word, args in lines:
         if word == "COPY":
-            added = replay_copy(args, context, root)
+            added = replay_copy(args, context, root, included)
             layers.append({"stage": stage, "line": f"COPY {args}", "mb": round(added / MB, 2), "replayed": True})
         elif word == "RUN" and "pip install" in args:
             log(f"replaying RUN {args[:70]}… in a fresh virtualenv")
@@ -257,7 +292,7 @@ def image_markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_image(dockerfile: Path, target: str, context: Path, method: str = "auto", work: Path | None = None,
+def run_image(dockerfile: Path, target: str, context: Path, method: str = "auto",
               log: Callable[[str], Any] = print) -> dict[str, Any]:
     """Measure one Dockerfile target: with Docker where it runs (`method` auto or docker), else by replay."""
     import tempfile
@@ -267,12 +302,12 @@ def run_image(dockerfile: Path, target: str, context: Path, method: str = "auto"
     if not context.is_dir():
         raise ImageError(f"{context}: the build context must be a folder")
     stage_chain(dockerfile, target)  # a bad target fails before any work
-    use_docker = method == "docker" or (method == "auto" and docker_available())
-    if method == "docker" and not docker_available():
+    use_docker = method != "replay" and docker_available()
+    if method == "docker" and not use_docker:
         raise ImageError("--method docker: no Docker engine answers `docker info` here")
     if use_docker:
         report = measure_docker(dockerfile, target, context, f"sitrep-bench-image:{target}", log)
     else:
-        with tempfile.TemporaryDirectory(dir=work) as tmp:
+        with tempfile.TemporaryDirectory() as tmp:
             report = measure_replay(dockerfile, target, context, Path(tmp), log)
     return {"dockerfile": str(dockerfile), "target": target, **report}

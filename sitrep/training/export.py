@@ -99,8 +99,8 @@ class QuantRecipe:
 # fastest); if that fails, the same with the fused attention's QKV projection left fp32 (its input carries
 # the same channels): three quarters of the FLOPs stay on u8s8 kernels. The eighth-and-ninth-batch default
 # failed the full split (89.1% of the 128 dev sentences nearest a threshold) and passes this rung, where the
-# ladder used to fall to fp32 compute. Elsewhere (or if that fails) uint8 weights, and the FFN MatMuls that hurt most stay fp32;
-# last, the attention output projections too (only the fused QKV projection stays int8): the
+# ladder used to fall to fp32 compute. Elsewhere (or if that fails) uint8 weights, and the FFN MatMuls
+# that hurt most stay fp32; last, the attention output projections too (only the fused QKV projection stays int8): the
 # 200-step contrastive default's int8 model agreed with torch on 98.93% of dev with every FFN MatMul fp32
 # and on 99.43% with this rung (2026-12-05). Last, no int8 MatMul at all: the fused fp32 graph with the
 # compact word-embedding table and fp16-stored weights. With the gate held on each dev file, export ends on
