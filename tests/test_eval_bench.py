@@ -187,3 +187,18 @@ def test_the_pipeline_runs_the_bundles_own_pooling(tiny_bundle: Path, tmp_path: 
     cls = load(tiny_bundle, "torch").classify(texts).probs
     assert np.max(np.abs(probs - mean)) < 2e-5
     assert np.max(np.abs(mean - cls)) > 1e-4  # the pooling changes the scores, so the check above can fail
+
+
+def test_target_without_the_fp32_variant_says_so_instead_of_failing() -> None:
+    """`--variants pipeline,onnx-int8` has no fp32 row to compare macro-F1 with: the verdict says what to add."""
+    from sitrep.bench.models import target_check, target_verdict
+
+    row = {"variant": "onnx-int8", "batch_size": 32, "status": "ok", "bulk_speedup_vs_pipeline": 6.1,
+           "speedup_vs_pipeline": 5.2, "f1_delta_points_vs_fp32": None}
+    t = target_check([row], [1, 32])
+    assert t["met"] is None and t["speedup_met"] is True
+    assert "needs the `onnx` variant" in target_verdict(t) and "6.1×" in target_verdict(t)
+    t = target_check([{**row, "f1_delta_points_vs_fp32": -0.2}], [1, 32])
+    assert t["met"] is True and target_verdict(t).startswith("met: onnx-int8 is 6.1×")
+    t = target_check([{**row, "f1_delta_points_vs_fp32": -0.7}], [1, 32])
+    assert t["met"] is False and target_verdict(t).startswith("NOT met")

@@ -12,6 +12,7 @@ from sitrep.models.bundle import load_bundle
 from sitrep.models.encoding import TextEncoder
 from sitrep.training.export import ffn_matmuls, optimize_graph, probs_with
 from sitrep.training.outlier_split import activation_absmax, fp32_node, split_outliers
+from sitrep.training.unfuse_attention import qkv_matmul, unfuse_attention
 
 TEXTS = [
     "The group said its fighters struck the base with two drones.",
@@ -60,6 +61,31 @@ def test_split_is_exact_in_fp32_and_removes_outliers_from_the_int8_input(tiny_bu
     # In fp32 the split graph computes the same function.
     ref = probs_with(bundle, optimized, TEXTS)
     np.testing.assert_allclose(probs_with(bundle, dst, TEXTS), ref, atol=1e-5)
+
+
+def test_unfused_attention_is_exact_and_its_qkv_projection_can_be_split(tiny_bundle: Path, optimized: Path) -> None:
+    """The fused Attention rewritten as MatMul -> Split -> MultiHeadAttention computes the same function,
+    padding included, and its QKV MatMuls take the outlier split like any other."""
+    import onnx
+
+    bundle = load_bundle(tiny_bundle)
+    graph = onnx.load(str(optimized), load_external_data=False).graph
+    attentions = [n.name for n in graph.node if n.op_type == "Attention"]
+    dst = optimized.with_name("model.unfused.onnx")
+    names = unfuse_attention(optimized, dst)
+    assert names == [qkv_matmul(a) for a in attentions] and names
+    ops = [n.op_type for n in onnx.load(str(dst), load_external_data=False).graph.node]
+    assert "Attention" not in ops and ops.count("MultiHeadAttention") == len(attentions)
+    texts = [*TEXTS, "Short.", "A much longer sentence than the others, so that the batch is padded " * 3]
+    ref = probs_with(bundle, optimized, texts)
+    np.testing.assert_allclose(probs_with(bundle, dst, texts), ref, atol=1e-5)
+    encoder = TextEncoder(bundle.tokenizer_file, bundle.max_length)
+    split_path = optimized.with_name("model.unfused.split.onnx")
+    split = split_outliers(dst, split_path, names, encoder, TEXTS, threshold=0.0)
+    assert set(split) == set(names)
+    np.testing.assert_allclose(probs_with(bundle, split_path, texts), ref, atol=1e-5)
+    with pytest.raises(ValueError, match="no fused Attention"):
+        unfuse_attention(bundle.onnx_file("onnx"), optimized.with_name("x.onnx"))
 
 
 def test_split_refuses_unknown_matmuls(optimized: Path, tiny_bundle: Path) -> None:

@@ -233,26 +233,70 @@ def test_int8_weight_recipes_only_with_vnni() -> None:
 
 
 def test_attention_fp32_rung_leaves_the_fused_attention_unquantized(tiny_bundle: Path, tmp_path: Path) -> None:
-    """On VNNI, after the full outlier split the ladder tries the split with the fused attention (QKV) fp32:
-    no QAttention in that file, every other MatMul still int8 on u8s8 kernels."""
+    """On VNNI, after the full outlier split the ladder tries the split with the QKV projection out of the fused
+    attention and split too, then the split with the fused attention (QKV) fp32: no QAttention in either
+    file, every other MatMul still int8 on u8s8 kernels."""
     import onnx
 
     from sitrep.training.export import LADDER, ffn_matmuls, optimize_graph, quantize
+    from sitrep.training.unfuse_attention import unfuse_attention
 
     split = [r for r in LADDER if r.outlier_threshold is not None]
-    assert [r.attention_fp32 for r in split] == [False, True] and all(r.vnni_only for r in split)
-    assert LADDER.index(split[1]) == LADDER.index(split[0]) + 1  # before any uint8 rung
+    assert [(r.qkv_split, r.attention_fp32, r.outlier_threshold) for r in split] == [
+        (False, False, 4.0), (True, False, 4.0), (True, False, 3.0), (False, True, 4.0)]
+    assert all(r.vnni_only for r in split)
+    assert [LADDER.index(r) for r in split] == list(range(LADDER.index(split[0]), LADDER.index(split[0]) + 4))
+    assert all(r.weight_type == "int8" for r in LADDER[: LADDER.index(split[-1]) + 1])  # before any uint8 rung
     bundle = load_bundle(tiny_bundle)
     opt = tmp_path / "opt.onnx"
     optimize_graph(bundle, bundle.onnx_file("onnx"), opt)
     assert "Attention" in {n.op_type for n in onnx.load(str(opt)).graph.node}
-    for recipe, want_qattention in ((split[0], True), (split[1], False)):
-        out = tmp_path / f"{recipe.attention_fp32}.onnx"
-        quantize(opt, out, recipe, [])
+    unfused = tmp_path / "unfused.onnx"
+    qkv = unfuse_attention(opt, unfused)
+    ffn = [n for g in ffn_matmuls(opt) for n in g]
+    for recipe, src, want_qattention, int8_matmuls in (
+        (split[0], opt, True, len(ffn)), (split[1], unfused, False, len(ffn) + len(qkv)),
+        (split[3], opt, False, len(ffn)),
+    ):
+        out = tmp_path / f"{LADDER.index(recipe)}.onnx"
+        quantize(src, out, recipe, [])
         ops = [n.op_type for n in onnx.load(str(out)).graph.node]
-        assert ("QAttention" in ops) is want_qattention and ("Attention" in ops) is not want_qattention
-        assert ops.count("MatMulInteger") + ops.count("DynamicQuantizeMatMul") >= len(
-            [n for g in ffn_matmuls(opt) for n in g])  # the FFN MatMuls stay int8 either way
+        assert ("QAttention" in ops) is want_qattention
+        assert ("Attention" in ops) is (recipe is split[3])
+        assert ops.count("MultiHeadAttention") == (len(qkv) if recipe is split[1] else 0)
+        assert ops.count("MatMulInteger") + ops.count("DynamicQuantizeMatMul") >= int8_matmuls
+
+
+def test_blockwise_int8_rung_quantizes_every_matmul_per_token_block(tiny_bundle: Path, tmp_path: Path) -> None:
+    """The MatMulNBits rung: every MatMul of the unfused-attention graph, QKV included, becomes an 8-bit
+    MatMulNBits at accuracy level 4 (int8 activations per token and block); nothing is left to dynamic
+    quantization, and the model still computes nearly what fp32 computes."""
+    import onnx
+
+    from sitrep.training.export import LADDER, optimize_graph, probs_with, quantize
+    from sitrep.training.unfuse_attention import unfuse_attention
+
+    rungs = [r for r in LADDER if r.block_int8]
+    assert [r.block_int8 for r in rungs] == [64, 16]  # the faster kernels first
+    assert all(r.vnni_only and r.weight_type == "int8" and r.outlier_threshold is None for r in rungs)
+    # after the dynamic u8s8 rungs (faster when they pass), before any uint8 rung
+    last_u8s8 = max(i for i, r in enumerate(LADDER) if r.weight_type == "int8" and not r.block_int8)
+    assert LADDER.index(rungs[0]) == last_u8s8 + 1 and LADDER.index(rungs[1]) == last_u8s8 + 2
+    rung = rungs[1]
+    bundle = load_bundle(tiny_bundle)
+    opt, unfused, out = tmp_path / "opt.onnx", tmp_path / "unfused.onnx", tmp_path / "blockwise.onnx"
+    optimize_graph(bundle, bundle.onnx_file("onnx"), opt)
+    unfuse_attention(opt, unfused)
+    matmuls = [n.name for n in onnx.load(str(unfused)).graph.node if n.op_type == "MatMul"]
+    quantize(unfused, out, rung, [])
+    nodes = onnx.load(str(out)).graph.node
+    blockwise = [n for n in nodes if n.op_type == "MatMulNBits"]
+    assert len(blockwise) == len(matmuls) == 4 * bundle_layers(tiny_bundle)
+    assert not {"MatMul", "DynamicQuantizeMatMul", "MatMulInteger"} & {n.op_type for n in nodes}
+    attrs = {a.name: onnx.helper.get_attribute_value(a) for a in blockwise[0].attribute}
+    assert (attrs["bits"], attrs["block_size"], attrs["accuracy_level"]) == (8, rung.block_int8, 4)
+    texts = ["The group said its fighters struck the base.", "قالت وزارة الدفاع إن الهجوم أسفر عن مقتل جنديين."]
+    np.testing.assert_allclose(probs_with(bundle, out, texts), probs_with(bundle, opt, texts), atol=0.05)
 
 
 def test_int8_model_verified_with_vnni_warns_on_a_cpu_without(

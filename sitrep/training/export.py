@@ -39,6 +39,7 @@ from sitrep.training import sentencepiece_model
 from sitrep.training.embeddings import compact_embeddings
 from sitrep.training.fp16_weights import store_fp16
 from sitrep.training.outlier_split import fp32_node, quantization_error, split_outliers
+from sitrep.training.unfuse_attention import unfuse_attention
 
 OPSET = 17
 PARITY_REPORT = "reports/parity.json"
@@ -78,6 +79,14 @@ class QuantRecipe:
     # Leave the fused attention (its QKV projection) fp32: its input is the LayerNorm output that carries the
     # same massive-activation channels the outlier split removes from the FFN inputs.
     attention_fp32: bool = False
+    # Rewrite the fused attention as a QKV MatMul + MultiHeadAttention (sitrep/training/unfuse_attention.py)
+    # and split that MatMul's outlier input channels too (with `outlier_threshold`): its input carries them.
+    qkv_split: bool = False
+    # ONNX Runtime's MatMulNBits with 8-bit weights in blocks of this many input channels and accuracy level 4:
+    # each token's activations are quantized to int8 per block as well, so a massive-activation channel
+    # spoils one block of one token, not the whole batch's scale (and a sentence's result no longer depends
+    # on its batch-mates). Every MatMul of the unfused-attention graph, QKV included; None: dynamic quantization.
+    block_int8: int | None = None
     # Split the FFN MatMuls' input channels whose calibration |max| exceeds this off into thin fp32
     # MatMuls (sitrep/training/outlier_split.py); None: no split.
     outlier_threshold: float | None = None
@@ -96,23 +105,39 @@ class QuantRecipe:
 # the naive setting collapses (issue #9599). The FFN MatMuls' inputs carry a few channels of "massive
 # activations" (far above all other channels) that ruin per-tensor dynamic activation scales. On a CPU
 # with VNNI, splitting those channels off into fp32 keeps every MatMul int8 with u8s8 kernels (the
-# fastest); if that fails, the same with the fused attention's QKV projection left fp32 (its input carries
-# the same channels): three quarters of the FLOPs stay on u8s8 kernels. The eighth-and-ninth-batch default
-# failed the full split (89.1% of the 128 dev sentences nearest a threshold) and passes this rung, where the
-# ladder used to fall to fp32 compute. Elsewhere (or if that fails) uint8 weights, and the FFN MatMuls
-# that hurt most stay fp32; last, the attention output projections too (only the fused QKV projection stays int8): the
-# 200-step contrastive default's int8 model agreed with torch on 98.93% of dev with every FFN MatMul fp32
-# and on 99.43% with this rung (2026-12-05). Last, no int8 MatMul at all: the fused fp32 graph with the
-# compact word-embedding table and fp16-stored weights. With the gate held on each dev file, export ends on
-# this rung for the evening's default on a CPU without VNNI: "all FFN MatMuls in fp32" agreed on 99.07% of
-# the two dev files together, but its macro-F1 on the article dev split was 1.2 points lower than fp32's.
+# fastest). The fused attention's QKV projection reads a LayerNorm output with the same channels, and
+# inside QAttention they cannot be split: the eighth-and-ninth-batch default failed the full split (89.1%
+# of the 128 dev sentences nearest a threshold). Next, the attention rewritten as a QKV MatMul plus
+# MultiHeadAttention, that MatMul's outliers split as well: every MatMul int8 again (that default: 99.36%
+# of dev, where the ladder used to fall to fp32 compute), then the same with the channels above 3 split
+# (more channels in fp32, the same ops). If that fails, the fused attention's QKV
+# projection left fp32: three quarters of the FLOPs stay on u8s8 kernels. These u8s8 rungs are the fastest
+# but pass or fail by a hair: one scale for a whole batch's activations leaves the dev sentences nearest a
+# threshold at the mercy of a few values (the tenth-batch default fails all three, 81–92% on the 128
+# hardest). Then MatMulNBits, whose activations are quantized per token and per block of input channels:
+# slower kernels than u8s8 at these sizes, but it passes with margin where the dynamic rungs fail
+# (99.4–99.9% on the four bundles tried, 2026-12-06). Elsewhere (or if that fails)
+# uint8 weights, and the FFN MatMuls that hurt most stay fp32; last, the attention output projections too
+# (only the fused QKV projection stays int8): the 200-step contrastive default's int8 model agreed with
+# torch on 98.93% of dev with every FFN MatMul fp32 and on 99.43% with this rung (2026-12-05). Last, no
+# int8 MatMul at all: the fused fp32 graph with the compact word-embedding table and fp16-stored weights.
+# With the gate held on each dev file, export ends on this rung for the evening's default on a CPU without
+# VNNI: "all FFN MatMuls in fp32" agreed on 99.07% of the two dev files together, but its macro-F1 on the
+# article dev split was 1.2 points lower than fp32's.
 LADDER = [
     QuantRecipe("naive: per-tensor int8, unoptimized graph", per_channel=False, weight_type="int8", optimize=False),
     QuantRecipe("optimized graph, per-channel int8 (u8s8)", per_channel=True, weight_type="int8", vnni_only=True),
     QuantRecipe("optimized graph, per-channel int8 (u8s8), FFN outlier channels (|x| > 4) in fp32",
                 per_channel=True, weight_type="int8", outlier_threshold=4.0, vnni_only=True),
+    QuantRecipe("u8s8, FFN and QKV outlier channels (|x| > 4) in fp32, attention as MultiHeadAttention",
+                per_channel=True, weight_type="int8", outlier_threshold=4.0, qkv_split=True, vnni_only=True),
+    QuantRecipe("u8s8, FFN and QKV outlier channels (|x| > 3) in fp32, attention as MultiHeadAttention",
+                per_channel=True, weight_type="int8", outlier_threshold=3.0, qkv_split=True, vnni_only=True),
     QuantRecipe("u8s8, FFN outlier channels (|x| > 4) in fp32, attention (QKV) fp32", per_channel=True,
                 weight_type="int8", outlier_threshold=4.0, attention_fp32=True, vnni_only=True),
+    QuantRecipe("MatMulNBits: 8-bit weights in blocks of 64, int8 activations per token and block, attention as "
+                "MultiHeadAttention", per_channel=True, weight_type="int8", block_int8=64, vnni_only=True),
+    QuantRecipe("MatMulNBits, blocks of 16", per_channel=True, weight_type="int8", block_int8=16, vnni_only=True),
     QuantRecipe("optimized graph, per-channel uint8", per_channel=True),
     QuantRecipe("+ 2 most sensitive FFN MatMuls in fp32", per_channel=True, exclude_sensitive=2),
     QuantRecipe("+ 4 most sensitive FFN MatMuls in fp32", per_channel=True, exclude_sensitive=4),
@@ -233,12 +258,25 @@ def quantize(src: Path, dst: Path, recipe: QuantRecipe, exclude: list[str]) -> N
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    if recipe.block_int8:
+        from onnxruntime.quantization.matmul_nbits_quantizer import (
+            DefaultWeightOnlyQuantConfig,
+            MatMulNBitsQuantizer,
+        )
+
+        settings = {"bits": 8, "block_size": recipe.block_int8, "is_symmetric": True, "accuracy_level": 4}
+        quantizer = MatMulNBitsQuantizer(
+            onnx.load(str(src)), nodes_to_exclude=exclude, **settings,
+            algo_config=DefaultWeightOnlyQuantConfig(**settings, op_types_to_quantize=("MatMul",)))
+        quantizer.process()
+        quantizer.model.save_model_to_file(str(dst), use_external_data_format=False)
+        return
     quantize_dynamic(
         str(src),
         str(dst),
         weight_type=QuantType.QUInt8 if recipe.weight_type == "uint8" else QuantType.QInt8,
         per_channel=recipe.per_channel,
-        op_types_to_quantize=(["MatMul"] + ([] if recipe.attention_fp32 else ["Attention"])
+        op_types_to_quantize=(["MatMul"] + ([] if recipe.attention_fp32 or recipe.qkv_split else ["Attention"])
                               + (["EmbedLayerNormalization"] if recipe.embeddings else []) if recipe.optimize else None),
         nodes_to_exclude=exclude,
         extra_options={"MatMulConstBOnly": True, "DefaultTensorType": onnx.TensorProto.FLOAT},
@@ -346,21 +384,37 @@ def calibration_texts(bundle: Bundle, fallback: list[str], n: int = 256) -> list
 
 
 class OutlierSplits:
-    """The optimized graph with its FFN outlier channels split off, built once per threshold."""
+    """The optimized graph with its outlier channels split off, built once per (threshold, QKV split); and
+    the graph with its attention unfused (sitrep/training/unfuse_attention.py), built once."""
 
     def __init__(self, bundle: Bundle, opt: Path, work: Path, fallback_texts: list[str]) -> None:
         self.bundle, self.opt, self.work = bundle, opt, work
         self.ffn = [name for group in ffn_matmuls(opt) for name in group]
         self.calib = calibration_texts(bundle, fallback_texts)
-        self._built: dict[float, tuple[Path, dict[str, list[int]]]] = {}
+        self._built: dict[tuple[float, bool], tuple[Path, dict[str, list[int]]]] = {}
+        self._unfused: tuple[Path, list[str]] | None = None
 
-    def get(self, threshold: float) -> tuple[Path, dict[str, list[int]], list[str]]:
-        """(split graph, {MatMul: outlier channels}, the thin fp32 MatMuls to keep out of quantization)."""
-        if threshold not in self._built:
-            path = self.work / f"model.split{threshold:g}.onnx"
+    def unfused(self) -> tuple[Path, list[str]]:
+        """(the optimized graph with each fused Attention as QKV MatMul + MultiHeadAttention, the QKV MatMuls)."""
+        if self._unfused is None:
+            path = self.work / "model.unfused.onnx"
+            self._unfused = (path, unfuse_attention(self.opt, path))
+        return self._unfused
+
+    def get(self, threshold: float, qkv: bool = False) -> tuple[Path, dict[str, list[int]], list[str]]:
+        """(split graph, {MatMul: outlier channels}, the thin fp32 MatMuls to keep out of quantization).
+
+        `qkv`: the unfused graph, its QKV MatMuls split with the FFN ones.
+        """
+        if (threshold, qkv) not in self._built:
+            path = self.work / f"model.split{threshold:g}{'-qkv' if qkv else ''}.onnx"
+            src, matmuls = self.opt, list(self.ffn)
+            if qkv:
+                src, names = self.unfused()
+                matmuls += names
             encoder = TextEncoder.for_bundle(self.bundle)
-            self._built[threshold] = (path, split_outliers(self.opt, path, self.ffn, encoder, self.calib, threshold))
-        path, split = self._built[threshold]
+            self._built[threshold, qkv] = (path, split_outliers(src, path, matmuls, encoder, self.calib, threshold))
+        path, split = self._built[threshold, qkv]
         return path, split, [fp32_node(name) for name in split]
 
 
@@ -493,9 +547,12 @@ def export(
         src = opt if recipe.optimize else fp32
         split: dict[str, list[int]] = {}
         if recipe.outlier_threshold is not None:
-            src, split, exclude = splits.get(recipe.outlier_threshold)
-            log(f"      outlier split: {sum(map(len, split.values()))} channels of {len(split)} FFN MatMuls "
+            src, split, exclude = splits.get(recipe.outlier_threshold, recipe.qkv_split)
+            log(f"      outlier split: {sum(map(len, split.values()))} channels of {len(split)} "
+                f"{'FFN and QKV' if recipe.qkv_split else 'FFN'} MatMuls "
                 f"above |x| {recipe.outlier_threshold:g} on {len(splits.calib)} calibration sentences")
+        if recipe.block_int8:
+            src, _ = splits.unfused()
         if recipe.exclude_sensitive:
             if ranking is None:
                 encoder = TextEncoder.for_bundle(bundle)
