@@ -118,3 +118,28 @@ def test_bench_int8_compares_settings_against_fp32(tiny_bundle: Path, tmp_path: 
     assert (tiny_bundle / "manifest.json").read_bytes() == manifest  # the bundle is left as it was
     bad = CliRunner().invoke(app, ["bench", "int8", str(tiny_bundle), "--weights", "int4"])
     assert bad.exit_code == 2 and "int8 and/or uint8" in bad.output
+
+
+def test_bench_int8_rows_for_the_qkv_split_and_matmulnbits(tiny_bundle: Path, tmp_path: Path) -> None:
+    """`--qkv` splits the QKV MatMuls with the FFN ones (more channels than the FFN alone); `--blockwise`
+    adds one MatMulNBits row per block size, after the dynamic rows."""
+    from typer.testing import CliRunner
+
+    from sitrep.cli import app
+
+    def rows(*extra: str) -> list[dict]:
+        out = tmp_path / f"int8{len(extra)}.json"
+        result = CliRunner().invoke(app, ["bench", "int8", str(tiny_bundle), "--thresholds", "0.5", "--weights",
+                                          "int8", "--json", str(out), "--markdown", str(tmp_path / "m.md"), *extra])
+        assert result.exit_code == 0, result.output
+        return json.loads(out.read_text())["rows"]
+
+    (ffn,) = rows()
+    qkv, block = rows("--qkv", "--blockwise", "16")
+    assert not ffn["qkv_split"] and qkv["qkv_split"] and qkv["outlier_channels"] > ffn["outlier_channels"]
+    assert (block["block_int8"], block["outlier_channels"], block["qkv_split"]) == (16, 0, False)
+    assert block["sentences_per_s"] > 0 and 0 <= block["label_agreement"] <= 1
+    table = (tmp_path / "m.md").read_text()
+    assert "0.5 (+QKV)" in table and "int8 (MatMulNBits, blocks of 16)" in table
+    bad = CliRunner().invoke(app, ["bench", "int8", str(tiny_bundle), "--blockwise", "24"])
+    assert bad.exit_code == 2 and "powers of two" in bad.output

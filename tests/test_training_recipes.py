@@ -212,6 +212,42 @@ def test_gate_compare_stops_once_the_gate_cannot_be_met(tiny_bundle: Path) -> No
         assert full[k] == pytest.approx(whole[k], abs=2e-4), k
 
 
+def test_the_int8_gate_also_scores_the_data_in_its_own_order(
+    tiny_bundle: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Dynamic int8 decisions depend on a sentence's batch-mates: a candidate that agrees in export's
+    hardest-first chunks but not when the data is scored in its own order, in one call, fails the gate."""
+    from types import SimpleNamespace
+
+    from sitrep.models.calibration import decisions
+    from sitrep.models.corpus import label_matrix, read_examples
+    from sitrep.models.runtime import load
+    from sitrep.training import export as export_mod
+
+    bundle = load_bundle(tiny_bundle)
+    examples = read_examples(bundle.manifest.training["config"]["dev_file"])[:40]
+    texts, y = [e.text for e in examples], label_matrix(examples)
+    ref = load(bundle, "onnx-int8").classify(texts).probs
+    row = {t: i for i, t in enumerate(texts)}
+    flipped = 1.0 - decisions(ref[:1], bundle.thresholds)[0].astype(float)  # every decision of sentence 0 flipped
+
+    class BatchDependent:
+        def classify(self, batch: list[str]) -> SimpleNamespace:
+            probs = ref[[row[t] for t in batch]].copy()
+            if len(batch) == len(texts):  # only the whole set in one call changes sentence 0
+                probs[batch.index(texts[0])] = flipped
+            return SimpleNamespace(probs=probs)
+
+    monkeypatch.setattr(export_mod, "_candidate", lambda *_: BatchDependent())
+    gates = export_mod.Gates(int8_min_agreement=0.99, int8_max_f1_drop=1.0)
+    cmp, ok = export_mod.gate_compare(bundle, Path("unused.onnx"), texts, ref, y, gates, chunk=16)
+    assert not ok
+    assert cmp["agreement_by_batching"] == {"hardest_first": 1.0, "in_order": pytest.approx(39 / 40)}
+    assert cmp["label_agreement"] == pytest.approx(39 / 40)  # the worse batching is the one reported
+    lenient = export_mod.Gates(int8_min_agreement=0.95, int8_max_f1_drop=1.0)
+    assert export_mod.gate_compare(bundle, Path("unused.onnx"), texts, ref, y, lenient, chunk=16)[1]
+
+
 def test_the_int8_gate_holds_on_each_dev_file(tiny_bundle: Path, tmp_path: Path) -> None:
     """A candidate that passes on the union of two dev files but not on one of them fails the gate."""
     from sitrep.models.calibration import decisions

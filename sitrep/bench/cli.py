@@ -237,6 +237,10 @@ def bench_int8(
     fp32_weights: str = typer.Option(
         "fp32", help="How the MatMul weights left fp32 are stored in the file, comma-separated: fp32, fp16 "
         "(half the bytes), fp16+int8-residual (three quarters, near-exact); rebuilt in fp32 once when the session loads."),
+    qkv: bool = typer.Option(False, help="Unfuse the attention into a QKV MatMul + MultiHeadAttention and split "
+                             "the QKV MatMuls' outlier channels too (with each threshold)."),
+    blockwise: str = typer.Option("", help="Also rows for MatMulNBits (8-bit weights, int8 activations per token "
+                                  "and block) with these block sizes, comma-separated, e.g. 64,16."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the rows as JSON here."),
     markdown_path: Path | None = typer.Option(None, "--markdown", help="Write the table as Markdown here."),
 ) -> None:
@@ -252,6 +256,9 @@ def bench_int8(
 
       sitrep bench int8 artifacts/models/default --thresholds none --weights uint8 --ffn-fp32 \\
           --word-embeddings fp32,int8-row,fp16 --fp32-weights fp32,fp16,fp16+int8-residual
+
+      # export's VNNI rungs side by side: the QKV split at 4 and 3, MatMulNBits in blocks of 64 and 16
+      sitrep bench int8 artifacts/models/default --thresholds 4,3 --weights int8 --qkv --blockwise 64,16
     """
     from sitrep.bench.int8 import run_study, study_markdown, write_study
     from sitrep.models.bundle import BundleError
@@ -262,6 +269,12 @@ def bench_int8(
         ws = [w.strip() for w in weights.split(",") if w.strip()]
     except ValueError as exc:
         raise fail(f"--thresholds takes numbers or 'none' ({exc})") from exc
+    try:
+        blocks = [int(b) for b in blockwise.split(",") if b.strip()]
+    except ValueError as exc:
+        raise fail(f"--blockwise takes block sizes such as 64,16 ({exc})") from exc
+    if any(b < 16 or b & (b - 1) for b in blocks):
+        raise fail(f"--blockwise: block sizes are powers of two, 16 or more (got {blocks})")
     bad = [w for w in ws if w not in ("int8", "uint8")]
     if bad or not ws or not ts:
         raise fail(f"--weights takes int8 and/or uint8, --thresholds at least one value (got {bad})")
@@ -269,7 +282,8 @@ def bench_int8(
     es += ["int8-tensor"] if embeddings and "int8-tensor" not in es else []
     try:
         report = run_study(bundle, data, ts, ws, es, ffn_fp32, log=typer.echo,
-                           fp32_weights=[w.strip() for w in fp32_weights.split(",") if w.strip()])
+                           fp32_weights=[w.strip() for w in fp32_weights.split(",") if w.strip()], qkv=qkv,
+                           blockwise=blocks)
     except (BundleError, CorpusError, FileNotFoundError, ValueError) as exc:
         raise fail(f"{exc}") from exc
     write_study(report, json_path, markdown_path)

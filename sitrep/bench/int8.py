@@ -10,7 +10,10 @@ fused embedding op, one scale for the table), optionally stores the MatMul weigh
 fewer bytes (`--fp32-weights fp16,fp16+int8-residual`: sitrep/training/fp16_weights.py; they still run
 in fp32), and reports label agreement, max |Δp| and the macro-F1 difference against ONNX fp32 (identical to torch within ~1e-5:
 export's own parity), the number of outlier channels split off, the file size and the sentences/s of
-the int8 model on these sentences.
+the int8 model on these sentences. `qkv`: the attention unfused into a QKV MatMul + MultiHeadAttention
+(sitrep/training/unfuse_attention.py) and the QKV MatMuls split with the FFN ones; `blockwise`: rows for
+ONNX Runtime's MatMulNBits (8-bit weights in blocks of that many input channels, int8 activations per token
+and block) on the unfused graph — export's ladder tries both kinds.
 Nothing is written into the bundle.
 """
 
@@ -64,6 +67,8 @@ class StudyRow:
     failed_files: list[str] = field(default_factory=list)  # files whose own agreement fails (several files only)
     # each file's own label agreement and ΔF1 (several files only)
     per_file: dict[str, dict[str, float]] = field(default_factory=dict)
+    qkv_split: bool = False  # the QKV projection's outliers split too (attention unfused)
+    block_int8: int | None = None  # MatMulNBits with 8-bit weights in blocks of this size (None: dynamic quantization)
 
 
 def run_study(
@@ -75,6 +80,8 @@ def run_study(
     ffn_fp32: bool = False,
     log: Any = print,
     fp32_weights: list[str] | None = None,
+    qkv: bool = False,
+    blockwise: list[int] | None = None,
 ) -> dict[str, Any]:
     thresholds = thresholds if thresholds is not None else [None, 4.0]
     weights = weights or ["int8", "uint8"]
@@ -103,49 +110,58 @@ def run_study(
         opt = work / "model.opt.onnx"
         optimize_graph(bundle, fp32, opt)
         splits = OutlierSplits(bundle, opt, work, texts)
-        for threshold in thresholds:
-            src, split, keep_fp32 = (opt, {}, []) if threshold is None else splits.get(threshold)
-            if ffn_fp32:
+        settings: list[tuple[float | None, str, int | None]] = [(t, w, None) for t in thresholds for w in weights]
+        settings += [(None, "int8", b) for b in blockwise or []]
+        for threshold, wt, block in settings:
+            if block:
+                (src, _), split, keep_fp32 = splits.unfused(), {}, []
+            elif threshold is None:
+                src, split, keep_fp32 = (splits.unfused()[0] if qkv else opt), {}, []
+            else:
+                src, split, keep_fp32 = splits.get(threshold, qkv)
+            if ffn_fp32 and not block:
                 keep_fp32 = keep_fp32 + [n for n in splits.ffn if n not in keep_fp32]
-            for wt in weights:
-                quantized = work / "quantized.onnx"
-                if any(e != "int8-tensor" for e in embeddings):
-                    quantize(src, quantized, QuantRecipe("study", per_channel=True, weight_type=wt), keep_fp32)
-                for emb in embeddings:
-                    candidate = work / "candidate.onnx"
-                    if emb == "int8-tensor":
-                        quantize(src, candidate, QuantRecipe("study", per_channel=True, weight_type=wt,
-                                                             embeddings=True), keep_fp32)
-                    elif emb == "fp32":
-                        shutil.copyfile(quantized, candidate)
-                    else:
-                        compact_embeddings(quantized, candidate, emb)
-                    for storage in fp32_weights:
-                        scored = candidate
-                        if storage != "fp32":
-                            scored = work / "candidate.stored-weights.onnx"
-                            try:
-                                store_fp16(candidate, scored, storage)
-                            except ValueError as exc:  # every MatMul quantized: no row to add
-                                log(f"  fp32 weights stored {storage}: skipped ({exc})")
-                                continue
-                        t0 = time.perf_counter()
-                        probs = probs_with(bundle, scored, texts)
-                        speed = len(texts) / (time.perf_counter() - t0)
-                        cmp = gate_figures(ref, probs, y, bundle.thresholds, groups)
-                        row = StudyRow(wt, emb, ffn_fp32, storage, threshold, sum(map(len, split.values())),
-                                       round(cmp["label_agreement"], 4), round(cmp["max_abs_prob_diff"], 4),
-                                       cmp["macro_f1"], cmp["macro_f1_delta"],
-                                       round(scored.stat().st_size / 2**20, 1), round(speed, 1),
-                                       passes(cmp, gates), files_below_agreement(cmp, gates),
-                                       {f: {"label_agreement": round(c["label_agreement"], 4),
-                                            "macro_f1_delta": c["macro_f1_delta"]}
-                                        for f, c in cmp.get("per_file", {}).items()})
-                        rows.append(row)
-                        log(f"  weights {wt}, outlier threshold {threshold if threshold is not None else 'none'}, "
-                            f"embeddings {emb}{', FFN fp32' if ffn_fp32 else ''}, fp32 weights stored {storage}: "
-                            f"agreement {row.label_agreement:.4f}, ΔF1 {row.macro_f1_delta:+.4f}, {row.size_mb} MB, "
-                            f"{row.sentences_per_s} sent/s")
+            recipe = QuantRecipe("study", per_channel=True, weight_type=wt, block_int8=block, qkv_split=qkv)
+            quantized = work / "quantized.onnx"
+            if any(e != "int8-tensor" for e in embeddings):
+                quantize(src, quantized, recipe, keep_fp32)
+            for emb in embeddings:
+                candidate = work / "candidate.onnx"
+                if emb == "int8-tensor":
+                    quantize(src, candidate, QuantRecipe("study", per_channel=True, weight_type=wt,
+                                                         embeddings=True, qkv_split=qkv), keep_fp32)
+                elif emb == "fp32":
+                    shutil.copyfile(quantized, candidate)
+                else:
+                    compact_embeddings(quantized, candidate, emb)
+                for storage in fp32_weights:
+                    scored = candidate
+                    if storage != "fp32":
+                        scored = work / "candidate.stored-weights.onnx"
+                        try:
+                            store_fp16(candidate, scored, storage)
+                        except ValueError as exc:  # every MatMul quantized: no row to add
+                            log(f"  fp32 weights stored {storage}: skipped ({exc})")
+                            continue
+                    t0 = time.perf_counter()
+                    probs = probs_with(bundle, scored, texts)
+                    speed = len(texts) / (time.perf_counter() - t0)
+                    cmp = gate_figures(ref, probs, y, bundle.thresholds, groups)
+                    row = StudyRow(wt, emb, ffn_fp32 and not block, storage, threshold, sum(map(len, split.values())),
+                                   round(cmp["label_agreement"], 4), round(cmp["max_abs_prob_diff"], 4),
+                                   cmp["macro_f1"], cmp["macro_f1_delta"],
+                                   round(scored.stat().st_size / 2**20, 1), round(speed, 1),
+                                   passes(cmp, gates), files_below_agreement(cmp, gates),
+                                   {f: {"label_agreement": round(c["label_agreement"], 4),
+                                        "macro_f1_delta": c["macro_f1_delta"]}
+                                    for f, c in cmp.get("per_file", {}).items()},
+                                   qkv_split=qkv and not block, block_int8=block)
+                    rows.append(row)
+                    log(f"  weights {wt}{f' (MatMulNBits, blocks of {block})' if block else ''}, outlier "
+                        f"threshold {threshold if threshold is not None else 'none'}{' (+QKV)' if row.qkv_split else ''}, "
+                        f"embeddings {emb}{', FFN fp32' if ffn_fp32 else ''}, fp32 weights stored {storage}: "
+                        f"agreement {row.label_agreement:.4f}, ΔF1 {row.macro_f1_delta:+.4f}, {row.size_mb} MB, "
+                        f"{row.sentences_per_s} sent/s")
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {
@@ -172,6 +188,7 @@ def study_markdown(report: dict[str, Any]) -> str:
     ]
     for r in report["rows"]:
         t = "none" if r["outlier_threshold"] is None else f"{r['outlier_threshold']:g}"
+        t += " (+QKV)" if r.get("qkv_split") else ""
         emb = {True: "int8-tensor", False: "fp32"}.get(r["embeddings"], r["embeddings"])  # older reports: a bool
         ffn = "fp32" if r.get("ffn_fp32") else "int8"
         agree = f"{r['label_agreement']:.2%} ({r['label_agreement'] * report['n']:.0f})" + "".join(
@@ -180,7 +197,8 @@ def study_markdown(report: dict[str, Any]) -> str:
         if r.get("failed_files"):
             gate += f" ({', '.join(r['failed_files'])})"
         stored = r.get("fp32_weights", "fp32")  # older reports: always fp32
-        lines.append(f"| {r['weights']} | {ffn} | {stored} | {t} | {r['outlier_channels']} | {emb} | {agree} | "
+        wts = r["weights"] + (f" (MatMulNBits, blocks of {r['block_int8']})" if r.get("block_int8") else "")
+        lines.append(f"| {wts} | {ffn} | {stored} | {t} | {r['outlier_channels']} | {emb} | {agree} | "
                      f"{r['max_abs_prob_diff']:.3f} | {r['macro_f1']:.4f} | {100 * r['macro_f1_delta']:+.2f} | "
                      f"{r['size_mb']} | {r['sentences_per_s']} | {gate} |")
     return "\n".join(lines) + "\n"
