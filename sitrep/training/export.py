@@ -1,11 +1,12 @@
 """`sitrep export BUNDLE`: ONNX fp32, int8 for CPU, fp16 for CUDA, each checked against torch fp32.
 
 int8: the fp32 graph goes through ONNX Runtime's transformer optimizer (attention / LayerNorm / GELU
-fusion), then dynamic quantization. Multilingual MiniLM-style encoders are known to collapse under
-naive dynamic quantization (onnxruntime issue #9599), so export tries a short ladder of settings,
+fusion), then dynamic quantization (or MatMulNBits, per-token int8). Multilingual MiniLM-style encoders
+are known to collapse under naive dynamic quantization (onnxruntime issue #9599), so export tries a ladder of settings,
 from naive to conservative, scores each on dev against the torch model, records every attempt in
 the parity report, and keeps the first that passes the gate (its label agreement holds on each dev
-file on its own, the article dev split as well as the sentence dev, not only on their union). On that
+file on its own, the article dev split as well as the sentence dev, not only on their union, and in two
+batchings of the dev sentences, since dynamic int8 decisions depend on a sentence's batch-mates). On that
 recipe it then tries storing the word-embedding table compactly (per-row int8, then fp16:
 sitrep/training/embeddings.py), each scored against the same gate, and keeps the first that passes
 (else the table stays fp32); then the MatMul weights the recipe left fp32 are stored as fp16 in the
@@ -108,15 +109,16 @@ class QuantRecipe:
 # fastest). The fused attention's QKV projection reads a LayerNorm output with the same channels, and
 # inside QAttention they cannot be split: the eighth-and-ninth-batch default failed the full split (89.1%
 # of the 128 dev sentences nearest a threshold). Next, the attention rewritten as a QKV MatMul plus
-# MultiHeadAttention, that MatMul's outliers split as well: every MatMul int8 again (that default: 99.36%
-# of dev, where the ladder used to fall to fp32 compute), then the same with the channels above 3 split
-# (more channels in fp32, the same ops). If that fails, the fused attention's QKV
-# projection left fp32: three quarters of the FLOPs stay on u8s8 kernels. These u8s8 rungs are the fastest
-# but pass or fail by a hair: one scale for a whole batch's activations leaves the dev sentences nearest a
-# threshold at the mercy of a few values (the tenth-batch default fails all three, 81–92% on the 128
-# hardest). Then MatMulNBits, whose activations are quantized per token and per block of input channels:
-# slower kernels than u8s8 at these sizes, but it passes with margin where the dynamic rungs fail
-# (99.4–99.9% on the four bundles tried, 2026-12-06). Elsewhere (or if that fails)
+# MultiHeadAttention, that MatMul's outliers split as well: every MatMul int8 again (that default: 99.43%
+# of dev in its own order, where the ladder used to fall to fp32 compute), then the channels above 3 split
+# (more channels in fp32, the same ops). If that fails, the fused attention's QKV projection left fp32:
+# three quarters of the FLOPs stay on u8s8 kernels. These u8s8 rungs are the fastest but pass or fail by a
+# hair: one activation scale per call leaves the dev sentences nearest a threshold at the mercy of their
+# batch-mates (the gate scores two batchings, `gate_compare`; the tenth-batch default fails every u8s8 rung,
+# the |x| > 3 one by 98.87% on article dev in the data's own order). Then MatMulNBits, whose activations are
+# quantized per token and per block of input channels, so no batching changes a decision: about a fifth
+# slower than the u8s8 files at these sizes, but it passes with margin where they fail (that default: 99.43%
+# in blocks of 64; `sitrep bench int8 --blockwise 64,16` compares them). Elsewhere (or if that fails)
 # uint8 weights, and the FFN MatMuls that hurt most stay fp32; last, the attention output projections too
 # (only the fused QKV projection stays int8): the 200-step contrastive default's int8 model agreed with
 # torch on 98.93% of dev with every FFN MatMul fp32 and on 99.43% with this rung (2026-12-05). Last, no
