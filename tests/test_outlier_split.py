@@ -86,6 +86,11 @@ def test_unfused_attention_is_exact_and_its_qkv_projection_can_be_split(tiny_bun
     np.testing.assert_allclose(probs_with(bundle, split_path, texts), ref, atol=1e-5)
     with pytest.raises(ValueError, match="no fused Attention"):
         unfuse_attention(bundle.onnx_file("onnx"), optimized.with_name("x.onnx"))
+    # export's rungs on a graph the optimizer did not fuse: used as it is, no QKV MatMul named, no error
+    from sitrep.training.export import OutlierSplits
+
+    unfusable = OutlierSplits(bundle, bundle.onnx_file("onnx"), optimized.parent, TEXTS)
+    assert unfusable.unfused() == (bundle.onnx_file("onnx"), [])
 
 
 def test_split_refuses_unknown_matmuls(optimized: Path, tiny_bundle: Path) -> None:

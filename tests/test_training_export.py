@@ -273,6 +273,7 @@ def test_blockwise_int8_rung_quantizes_every_matmul_per_token_block(tiny_bundle:
     quantization, and the model still computes nearly what fp32 computes."""
     import onnx
 
+    from sitrep.bench.gemm_peak import int8_kernel
     from sitrep.training.export import LADDER, optimize_graph, probs_with, quantize
     from sitrep.training.unfuse_attention import unfuse_attention
 
@@ -295,6 +296,7 @@ def test_blockwise_int8_rung_quantizes_every_matmul_per_token_block(tiny_bundle:
     assert not {"MatMul", "DynamicQuantizeMatMul", "MatMulInteger"} & {n.op_type for n in nodes}
     attrs = {a.name: onnx.helper.get_attribute_value(a) for a in blockwise[0].attribute}
     assert (attrs["bits"], attrs["block_size"], attrs["accuracy_level"]) == (8, rung.block_int8, 4)
+    assert int8_kernel(out) == "u8s8"  # `sitrep bench models` compares it with the u8s8 GEMM peak
     texts = ["The group said its fighters struck the base.", "قالت وزارة الدفاع إن الهجوم أسفر عن مقتل جنديين."]
     np.testing.assert_allclose(probs_with(bundle, out, texts), probs_with(bundle, opt, texts), atol=0.05)
 

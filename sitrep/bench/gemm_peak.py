@@ -93,14 +93,21 @@ def gemm_peak(
 
 
 def int8_kernel(model_path: str | Path) -> str | None:
-    """'u8s8' or 'u8u8': the weight type of a dynamically quantized model's integer MatMuls (None: none)."""
+    """'u8s8' or 'u8u8': the weight type of a dynamically quantized model's integer MatMuls (None: none).
+
+    8-bit MatMulNBits at accuracy level 4 (signed 8-bit weights, int8 activations on the same VNNI
+    dot-product instructions) count as u8s8.
+    """
     import onnx
 
     graph = onnx.load(str(model_path), load_external_data=False).graph
     types = {init.name: init.data_type for init in graph.initializer}
     integer_ops = ("MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat")
     found = [types.get(n.input[1]) for n in graph.node if n.op_type in integer_ops and len(n.input) > 1]
-    found = [t for t in found if t is not None]
+    nbits = [{a.name: onnx.helper.get_attribute_value(a) for a in n.attribute} for n in graph.node
+             if n.op_type == "MatMulNBits"]
+    found = [t for t in found if t is not None] + [
+        onnx.TensorProto.INT8 for a in nbits if a.get("bits") == 8 and a.get("accuracy_level") == 4]
     if not found:
         return None
     return "u8s8" if found.count(onnx.TensorProto.INT8) >= found.count(onnx.TensorProto.UINT8) else "u8u8"

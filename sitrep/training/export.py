@@ -412,10 +412,18 @@ class OutlierSplits:
         self._unfused: tuple[Path, list[str]] | None = None
 
     def unfused(self) -> tuple[Path, list[str]]:
-        """(the optimized graph with each fused Attention as QKV MatMul + MultiHeadAttention, the QKV MatMuls)."""
+        """(the optimized graph with each fused Attention as QKV MatMul + MultiHeadAttention, the QKV MatMuls).
+
+        A graph the optimizer left without a fused Attention (another encoder) is returned as it is, with no
+        QKV MatMuls named: its attention projections are plain MatMuls already, and the rungs that ask for
+        the QKV split then split the FFN MatMuls only.
+        """
         if self._unfused is None:
             path = self.work / "model.unfused.onnx"
-            self._unfused = (path, unfuse_attention(self.opt, path))
+            try:
+                self._unfused = (path, unfuse_attention(self.opt, path))
+            except ValueError:
+                self._unfused = (self.opt, [])
         return self._unfused
 
     def get(self, threshold: float, qkv: bool = False) -> tuple[Path, dict[str, list[int]], list[str]]:
