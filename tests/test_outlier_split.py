@@ -148,3 +148,6 @@ def test_bench_int8_rows_for_the_qkv_split_and_matmulnbits(tiny_bundle: Path, tm
     assert "0.5 (+QKV)" in table and "int8 (MatMulNBits, blocks of 16)" in table
     bad = CliRunner().invoke(app, ["bench", "int8", str(tiny_bundle), "--blockwise", "24"])
     assert bad.exit_code == 2 and "powers of two" in bad.output
+    # ONNX Runtime quantizes the embedding op only dynamically: no int8-tensor row is labelled MatMulNBits
+    mixed = rows("--word-embeddings", "fp32,int8-tensor", "--blockwise", "16")
+    assert [(r["block_int8"], r["embeddings"]) for r in mixed] == [(None, "fp32"), (None, "int8-tensor"), (16, "fp32")]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -127,9 +127,11 @@ def run_study(
                 quantize(src, quantized, recipe, keep_fp32)
             for emb in embeddings:
                 candidate = work / "candidate.onnx"
+                if emb == "int8-tensor" and block:  # ONNX Runtime quantizes the embedding op only dynamically
+                    log(f"  MatMulNBits, blocks of {block}, embeddings int8-tensor: skipped (dynamic quantization only)")
+                    continue
                 if emb == "int8-tensor":
-                    quantize(src, candidate, QuantRecipe("study", per_channel=True, weight_type=wt,
-                                                         embeddings=True, qkv_split=qkv), keep_fp32)
+                    quantize(src, candidate, replace(recipe, embeddings=True), keep_fp32)
                 elif emb == "fp32":
                     shutil.copyfile(quantized, candidate)
                 else:

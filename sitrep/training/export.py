@@ -310,7 +310,7 @@ def gate_compare(
     to the end only costs time (on a CPU without VNNI most of the ladder fails). Sentences are scored
     nearest-a-threshold first (`hardest_first`), where a candidate's decisions flip first, so a failing
     one stops early; the comparison then covers the sentences scored (`scored` < `n`). A candidate scored
-    to the end is compared on the whole set, whose order changes no figure.
+    to the end is compared on the whole set.
 
     A candidate that passes is scored once more in the data's own order, batched as `sitrep eval` and the
     service batch it (`in_order`): with dynamic int8 a sentence's activation scale is its batch's, so its
