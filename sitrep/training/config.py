@@ -14,6 +14,9 @@ class TrainConfig:
     train_file: str | list[str] = "data/train.jsonl"  # one file or several (their sentences are pooled)
     dev_file: str | list[str] = "data/dev.jsonl"  # early stopping
     calibration_file: str | list[str] | None = None  # Platt calibration + thresholds; default: dev_file
+    # How the per-label thresholds are set on the calibration file (sitrep/training/calibrate.py): "f1" (each
+    # label's F1 maximum) or "calibrated" (0.5 on the calibrated probability).
+    threshold_rule: str = "f1"
     eval_files: dict[str, str] = field(
         default_factory=lambda: {"test": "data/test.jsonl", "zeroshot": "data/zeroshot.jsonl"}
     )
@@ -62,7 +65,13 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"{path}: unknown config keys {unknown}; known keys: {sorted(known)}")
         data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        return cls(**data)
+        cfg = cls(**data)
+        from sitrep.training.calibrate import THRESHOLD_RULES
+
+        if cfg.threshold_rule not in THRESHOLD_RULES:
+            raise ValueError(f"{path or 'config'}: threshold_rule {cfg.threshold_rule!r} is not one of "
+                             f"{', '.join(THRESHOLD_RULES)}")
+        return cfg
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

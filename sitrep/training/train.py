@@ -351,7 +351,7 @@ def finish_bundle(
     calib_ids, calib_y = trainer.encode(calib_ex)
     rows = _rows_in(calib_ex, dev_ex) if dev_logits is not None else None
     calib_logits = dev_logits[rows] if rows is not None else trainer.predict_logits(calib_ids)
-    calibration, thresholds = calibrate(calib_logits, calib_y.astype(np.int64))
+    calibration, thresholds = calibrate(calib_logits, calib_y.astype(np.int64), cfg.threshold_rule)
     cut = [thresholds[k] for k in LABELS]
     scores = {"calibration": score_examples(calibrated_probs(calib_logits, calibration), calib_ex, cut)}
     if calib_ex is not dev_ex:
