@@ -78,6 +78,8 @@ def test_thresholds_command_compares_the_rules_on_held_out_articles(tiny_bundle:
     assert set(report["rules"]) == {"f1", "calibrated"} and report["splits"] == 4
     assert report["groups"] == len({r["article_id"] for r in rows}) and report["bundle_rule"] == "f1"
     assert "| `calibrated` |" in out.with_suffix(".md").read_text() and "| `calibrated` |" in result.output
+    assert len(report["per_split"]["f1"]) == 4 and out.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert abs(report["rules"]["f1"]["macro_f1"] - sum(report["per_split"]["f1"]) / 4) < 1e-3
 
     missing = CliRunner().invoke(app, ["thresholds", str(tiny_bundle), "-d", str(tmp_path / "nope.jsonl")])
     assert missing.exit_code == 2 and "no such file" in missing.output and "Traceback" not in missing.output

@@ -207,3 +207,35 @@ FIGURES = {
 def render_all(report: dict[str, Any]) -> dict[str, bytes]:
     """Every figure of the report: {name: PNG bytes}."""
     return {name: fn(report) for name, (fn, _) in FIGURES.items()}
+
+
+def threshold_rules(result: dict[str, Any]) -> bytes:
+    """`sitrep thresholds`' figure: each rule's held-out macro-F1 over the splits, and the paired difference
+    of every other rule against the first one (right of 0: that rule scored higher on the same held-out
+    articles)."""
+    rules = list(result["rules"])
+    per_split = result["per_split"]
+    first = rules[0]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [1, 1.3]})
+    colors = [BASE_COLOR if i == 0 else MODEL_COLOR for i in range(len(rules))]
+    box = left.boxplot([per_split[r] for r in rules], vert=False, patch_artist=True, widths=0.5)
+    for patch, color in zip(box["boxes"], colors, strict=True):
+        patch.set_facecolor(color)
+        patch.set_alpha(0.5)
+    left.set_yticks(range(1, len(rules) + 1), [f"{r}\nmean {result['rules'][r]['macro_f1']:.3f}" for r in rules])
+    left.set_xlabel("held-out macro-F1 per split")
+    left.grid(axis="x", alpha=0.3)
+    for rule in rules[1:]:
+        delta = np.asarray(per_split[rule]) - np.asarray(per_split[first])
+        paired = result["paired"][rule]
+        right.hist(delta, bins=30, color=MODEL_COLOR, alpha=0.6,
+                   label=f"{rule} − {first}: mean {paired['mean_delta']:+.4f}, "
+                         f"{paired['wins']} better / {paired['losses']} worse")
+    right.axvline(0.0, color="black", linewidth=1)
+    right.set_xlabel(f"held-out macro-F1 difference against '{first}', same split")
+    right.set_ylabel("splits")
+    if len(rules) > 1:
+        right.legend(loc="upper left", fontsize=8)
+    fig.suptitle(f"Threshold rules on held-out articles of {result['data']} ({result['splits']} splits, "
+                 f"{result['held_out_groups']} of {result['groups']} articles held out)", fontsize=10)
+    return _png(fig)

@@ -81,7 +81,8 @@ def rules_cv(
     thresholds on one part by each rule, score the other part; repeat `splits` times.
 
     Returns {"rules": {rule: {macro_f1, macro_f1_sd, precision, recall, f1 (per label, mean over splits)}},
-    "paired": {rule: {mean_delta, wins, losses}} against the first rule, "splits", "groups", "n"}. A label
+    "paired": {rule: {mean_delta, wins, losses}} against the first rule, "per_split": {rule: [held-out
+    macro-F1 of each split]}, "splits", "groups", "held_out_groups", "n"}. A label
     with no positive in a held-out part is left out of that split's macro-F1; a per-label figure no split
     defines is None.
     """
@@ -109,7 +110,8 @@ def rules_cv(
             macro[rule].append(float(_nanmean(f1)))
             per_label[rule].append(np.stack([precision, recall, f1]))
     out: dict[str, Any] = {"rules": {}, "paired": {}, "splits": splits, "groups": len(unique),
-                           "held_out_groups": k, "n": len(names)}
+                           "held_out_groups": k, "n": len(names),
+                           "per_split": {r: [round(v, 4) for v in macro[r]] for r in rules}}
     for rule in rules:
         stats = _nanmean(np.stack(per_label[rule]), axis=0)  # [3, labels]
         out["rules"][rule] = {

@@ -210,7 +210,7 @@ def thresholds(
     splits: int = typer.Option(200, min=1, help="Random article splits."),
     holdout: float = typer.Option(0.5, min=0.01, max=0.99, help="Share of the articles held out in each split."),
     seed: int = typer.Option(0, help="Seed of the splits."),
-    out: Path | None = typer.Option(None, "--out", "-o", help="Write OUT.json and OUT.md."),
+    out: Path | None = typer.Option(None, "--out", "-o", help="Write OUT.json, OUT.md and OUT.png (the splits plotted)."),
 ) -> None:
     """Compare the threshold rules on held-out articles: fit on some articles, score the others.
 
@@ -237,8 +237,7 @@ def thresholds(
         raise fail(f"{exc}") from exc
     typer.echo(render_markdown(result), nl=False)
     if out is not None:
-        paths = write(result, out)
-        typer.echo(f"written: {paths[0]}  {paths[1]}")
+        typer.echo("written: " + "  ".join(map(str, write(result, out))))
 
 
 data_app = typer.Typer(help="The labeled corpus in data/: validate it, import whole articles.", no_args_is_help=True)

@@ -71,9 +71,13 @@ def render_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write(result: dict[str, Any], out: Path) -> tuple[Path, Path]:
+def write(result: dict[str, Any], out: Path) -> tuple[Path, Path, Path]:
+    """OUT.json, OUT.md (the table, with the figure linked) and OUT.png (`eval.plots.threshold_rules`)."""
+    from sitrep.eval.plots import threshold_rules
+
     out.parent.mkdir(parents=True, exist_ok=True)
-    json_path, md_path = out.with_suffix(".json"), out.with_suffix(".md")
+    json_path, md_path, png_path = out.with_suffix(".json"), out.with_suffix(".md"), out.with_suffix(".png")
     json_path.write_text(json.dumps(result, indent=2) + "\n")
-    md_path.write_text(render_markdown(result))
-    return json_path, md_path
+    png_path.write_bytes(threshold_rules(result))
+    md_path.write_text(render_markdown(result) + f"\n![held-out macro-F1 per split]({png_path.name})\n")
+    return json_path, md_path, png_path
