@@ -231,6 +231,7 @@ def thresholds(
 
     if not data.is_file():
         raise fail(f"{data}: no such file")
+    typer.echo(f"logits of {data} with {bundle} ({runtime}), then {splits} splits …", err=True)
     try:
         result = compare_rules(bundle, data, runtime, splits, holdout, seed)
     except (BundleError, CorpusError, RuntimeUnavailable, ValueError) as exc:
