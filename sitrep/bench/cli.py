@@ -397,6 +397,38 @@ def bench_request_path(
     typer.echo(md)
 
 
+def bench_ops(
+    bundle: Path = typer.Argument(..., help="An exported model bundle."),
+    runtime: str = typer.Option("onnx-int8", help="The ONNX file to profile: onnx-int8 or onnx."),
+    data: Path = typer.Option(Path("data/test.jsonl"), help="JSONL to draw the sentences from."),
+    sentences: int = typer.Option(200, min=1, help="Sentences to run."),
+    batch_size: int = typer.Option(1, min=1, help="Sentences per call (1: the single-request case)."),
+    threads: int | None = typer.Option(None, help="Threads for ONNX Runtime (default: all cores)."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the report as JSON here."),
+    markdown_path: Path | None = typer.Option(None, "--markdown", help="Write the table as Markdown here."),
+) -> None:
+    """Where the ONNX model's time goes, by operator, under ONNX Runtime's profiler; and the share of the int8
+    outlier split's own small ops (what a call pays for the split beyond its FLOPs).
+
+    Examples:
+
+      sitrep bench ops artifacts/models/default
+
+      sitrep bench ops artifacts/models/default --batch-size 32 --markdown ops-b32.md
+    """
+    from sitrep.bench.common import write_report
+    from sitrep.bench.ops import ops_markdown, run_ops
+    from sitrep.models.bundle import BundleError
+
+    try:
+        report = run_ops(bundle, runtime, data, sentences, batch_size, threads)
+    except (BundleError, ValueError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from exc
+    md = ops_markdown(report)
+    write_report(report, json_path, md, markdown_path)
+    typer.echo(md)
+
+
 def bench_image(
     dockerfile: Path = typer.Option(Path("Dockerfile.cpu"), help="The Dockerfile to measure."),
     target: str = typer.Option("with-model", help="Build stage: with-model (bundle copied in) or serve."),
@@ -440,4 +472,5 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     bench.command("int8-noise")(bench_int8_noise)
     bench.command("shapes")(bench_shapes)
     bench.command("request-path")(bench_request_path)
+    bench.command("ops")(bench_ops)
     bench.command("image")(bench_image)

@@ -1,0 +1,43 @@
+"""`sitrep bench ops`: kernel time by operator under ONNX Runtime's profiler, and the outlier split's share."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from sitrep.cli import app
+
+
+def test_kernel_times_sum_by_op_and_tell_the_outlier_split_apart() -> None:
+    from sitrep.bench.ops import kernel_times
+
+    events = [
+        {"cat": "Node", "name": "/l0/fc1/MatMul_quant_kernel_time", "dur": 70, "args": {"op_name": "DynamicQuantizeMatMul"}},
+        {"cat": "Node", "name": "/l0/fc1/MatMul/mask_kernel_time", "dur": 5, "args": {"op_name": "Mul"}},
+        {"cat": "Node", "name": "/l0/fc1/MatMul/gather_outliers_kernel_time", "dur": 5, "args": {"op_name": "Gather"}},
+        {"cat": "Node", "name": "/l0/fc1/MatMul/outliers_fp32_kernel_time", "dur": 10, "args": {"op_name": "MatMul"}},
+        {"cat": "Node", "name": "/l0/fc1/MatMul/recombine_kernel_time", "dur": 5, "args": {"op_name": "Add"}},
+        {"cat": "Node", "name": "/l0/Add_kernel_time", "dur": 5, "args": {"op_name": "Add"}},
+        {"cat": "Node", "name": "/l0/Add_fence_before", "dur": 99, "args": {"op_name": "Add"}},
+        {"cat": "Session", "name": "model_run", "dur": 1000},
+    ]
+    by_op, count, by_part = kernel_times(events)
+    assert by_op["Add"] == 10 and count["Add"] == 2 and by_op["DynamicQuantizeMatMul"] == 70
+    assert by_part == {"model": 75, "outlier split": 25}
+
+
+def test_bench_ops_profiles_the_bundle_file(tiny_bundle: Path, tmp_path: Path) -> None:
+    from sitrep.bench.ops import run_ops
+
+    report = run_ops(tiny_bundle, "onnx-int8", Path("data/test.jsonl"), sentences=6, batch_size=2)
+    assert report["calls"] == 3 and report["sentences"] == 6
+    assert abs(sum(r["share"] for r in report["ops"]) - 1.0) < 0.01
+    assert abs(sum(report["parts"].values()) - 1.0) < 0.01 and "model" in report["parts"]
+
+    md = tmp_path / "ops.md"
+    result = CliRunner().invoke(app, ["bench", "ops", str(tiny_bundle), "--sentences", "4", "--markdown", str(md)])
+    assert result.exit_code == 0, result.output
+    assert "| op type |" in md.read_text() and "outlier split" in result.output
+    bad = CliRunner().invoke(app, ["bench", "ops", str(tiny_bundle), "--runtime", "cuda"])
+    assert bad.exit_code == 2 and "onnx-int8 or onnx" in bad.output and "Traceback" not in bad.output
