@@ -29,13 +29,19 @@ def is_split_node(name: str) -> bool:
     return name.endswith(SPLIT_SUFFIXES)
 
 
-def kernel_times(events: list[dict[str, Any]]) -> tuple[Counter, Counter, Counter]:
-    """(µs by op type, kernel count by op type, µs by part: 'outlier split' or 'model') from a profile."""
+def kernel_times(events: list[dict[str, Any]], skip_runs: int = 0) -> tuple[Counter, Counter, Counter]:
+    """(µs by op type, kernel count by op type, µs by part: 'outlier split' or 'model') from a profile.
+
+    `skip_runs`: leave out the kernels of the first runs (warm-up), which end where their `model_run` ends.
+    """
+    runs = sorted(e.get("ts", 0) + e.get("dur", 0) for e in events
+                  if e.get("cat") == "Session" and e.get("name") == "model_run")
+    start = runs[skip_runs - 1] if 0 < skip_runs <= len(runs) else -1
     by_op: Counter = Counter()
     count: Counter = Counter()
     by_part: Counter = Counter()
     for e in events:
-        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time"):
+        if e.get("cat") != "Node" or not e.get("name", "").endswith("_kernel_time") or e.get("ts", 0) < start:
             continue
         node = e["name"][: -len("_kernel_time")]
         op = e.get("args", {}).get("op_name", "?")
@@ -49,10 +55,13 @@ def run_ops(
     bundle: Path, runtime: str = "onnx-int8", data: Path = Path("data/test.jsonl"), sentences: int = 200,
     batch_size: int = 1, threads: int | None = None,
 ) -> dict[str, Any]:
+    """Profile the bundle's ONNX file on `sentences` sentences, batched as the CPU runtime batches them
+    (length buckets, cut where the padding saved pays for a call); the first call is a warm-up, left out."""
     import onnxruntime as ort
 
     from sitrep.models.bundle import BundleError, load_bundle
-    from sitrep.models.encoding import TextEncoder, padded_batches
+    from sitrep.models.encoding import CALL_OVERHEAD_TOKENS, TextEncoder, padded_batches
+    from sitrep.models.runtime import session_options
 
     if runtime not in ("onnx-int8", "onnx"):
         raise ValueError("--runtime must be onnx-int8 or onnx (the CPU ONNX files)")
@@ -65,26 +74,18 @@ def run_ops(
     encoder = TextEncoder.for_bundle(b)
     texts = sample_sentences(corpus_sentences(data), sentences)
     encoded = encoder.encode(texts)
+    batches = list(padded_batches(encoder, encoded, batch_size, overhead_tokens=CALL_OVERHEAD_TOKENS))
     with tempfile.TemporaryDirectory() as tmp:
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads or 0
-        opts.inter_op_num_threads = 1
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        warm = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        opts = session_options(threads)
         opts.enable_profiling = True
         opts.profile_file_prefix = str(Path(tmp) / "ops")
         session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
         names = {i.name for i in session.get_inputs()}
-        calls = 0
-        for _, ids, mask in tqdm(list(padded_batches(encoder, encoded, batch_size)), desc="calls", unit="call",
-                                 dynamic_ncols=True):
-            feeds = {k: v for k, v in {"input_ids": ids, "attention_mask": mask}.items() if k in names}
-            if calls == 0:
-                warm.run(["logits"], feeds)
-            session.run(["logits"], feeds)
-            calls += 1
+        for _, ids, mask in [batches[0], *tqdm(batches, desc="calls", unit="call", dynamic_ncols=True)]:
+            session.run(["logits"], {k: v for k, v in {"input_ids": ids, "attention_mask": mask}.items() if k in names})
         events = json.loads(Path(session.end_profiling()).read_text())
-    by_op, count, by_part = kernel_times(events)
+    calls = len(batches)
+    by_op, count, by_part = kernel_times(events, skip_runs=1)
     total = sum(by_op.values()) or 1
     return {
         "bundle": {"name": b.manifest.name, "version": b.manifest.version},

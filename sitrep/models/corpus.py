@@ -20,6 +20,7 @@ class Example:
     lang: str = "und"
     topic: str = ""
     extra: dict = field(default_factory=dict)
+    article_id: str = ""  # whole-article corpus: the article the sentence belongs to
 
 
 class CorpusError(ValueError):
@@ -27,7 +28,8 @@ class CorpusError(ValueError):
 
 
 def read_examples(path: str | Path, langs: list[str] | None = None) -> list[Example]:
-    """Read labeled JSONL (`id`, `text`, `labels`, optional `lang`, `topic`; extra fields are ignored).
+    """Read labeled JSONL (`id`, `text`, `labels`, optional `lang`, `topic`, `article_id`; other fields are
+    ignored).
 
     Every row needs `labels`, a list (`[]` for a sentence with none of the labels): a row without it is an
     error, not a silent background sentence, and `"labels": "claim"` is not read as five one-letter labels.
@@ -69,6 +71,7 @@ def _example(row: dict) -> Example:
         labels=list(labels),
         lang=str(row.get("lang") or "und"),
         topic=str(row.get("topic") or ""),
+        article_id=str(row.get("article_id") or ""),
     )
 
 

@@ -57,24 +57,32 @@ class Result:
     timings: Timings = field(default_factory=Timings)
 
 
+def session_options(threads: int | None, spin: bool = True, optimize: bool = True) -> Any:
+    """The ONNX Runtime session options every ONNX runtime here uses (benchmarks that profile add to them)."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if not spin:
+        # Idle intra-op workers sleep instead of busy-waiting: costs a little latency, saves CPU for
+        # the HTTP loop and tokenization when they share the cores (serving).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.intra_op_num_threads = threads or 0  # 0 = one per physical core
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    # `optimize=False` keeps every named tensor of the graph (export's activation probes read them).
+    opts.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
+    return opts
+
+
 class OnnxBackend:
     def __init__(
         self, path: Path, runtime: str, threads: int | None, spin: bool = True, optimize: bool = True
     ) -> None:
         import onnxruntime as ort
 
-        opts = ort.SessionOptions()
-        if not spin:
-            # Idle intra-op workers sleep instead of busy-waiting: costs a little latency, saves CPU for
-            # the HTTP loop and tokenization when they share the cores (serving).
-            opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        opts.intra_op_num_threads = threads or 0  # 0 = one per physical core
-        opts.inter_op_num_threads = 1
-        opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        # `optimize=False` keeps every named tensor of the graph (export's activation probes read them).
-        opts.graph_optimization_level = (
-            ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        )
+        opts = session_options(threads, spin, optimize)
         if runtime == "cuda":
             if "CUDAExecutionProvider" not in ort.get_available_providers():
                 raise RuntimeUnavailable(

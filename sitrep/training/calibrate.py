@@ -22,7 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from sitrep.models.bundle import Calibration
 from sitrep.models.calibration import calibrated_probs
 from sitrep.models.labels import LABELS
-from sitrep.models.scores import best_f1_threshold
+from sitrep.models.scores import best_f1_threshold, macro_f1, per_label_scores
 
 THRESHOLD_RULES = ("f1", "calibrated")
 
@@ -55,11 +55,6 @@ def calibrate(logits: np.ndarray, y: np.ndarray, rule: str = "f1") -> tuple[Cali
     calibration = fit_platt(logits, y)
     thresholds = fit_thresholds(calibrated_probs(logits, calibration), y, rule)
     return calibration, thresholds
-
-
-def _label_counts(pred: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """[labels, 3]: true positives, predicted, actual."""
-    return np.stack([(pred & (y == 1)).sum(0), pred.sum(0), (y == 1).sum(0)], axis=1).astype(np.float64)
 
 
 def _nanmean(values: np.ndarray, axis: int | None = None) -> np.ndarray:
@@ -103,12 +98,15 @@ def rules_cv(
         p_fit, p_test = calibrated_probs(logits[fit], calibration), calibrated_probs(logits[test], calibration)
         for rule in rules:
             cut = np.asarray([fit_thresholds(p_fit, y[fit], rule)[name] for name in LABELS])
-            c = _label_counts(p_test >= cut[None, :], y[test])
-            f1 = np.where(c[:, 2] > 0, 2 * c[:, 0] / np.maximum(c[:, 1] + c[:, 2], 1), np.nan)
-            precision = np.where(c[:, 1] > 0, c[:, 0] / np.maximum(c[:, 1], 1), np.nan)
-            recall = np.where(c[:, 2] > 0, c[:, 0] / np.maximum(c[:, 2], 1), np.nan)
-            macro[rule].append(float(_nanmean(f1)))
-            per_label[rule].append(np.stack([precision, recall, f1]))
+            pred = (p_test >= cut[None, :]).astype(np.int64)
+            scores = per_label_scores(y[test], pred)
+            # Undefined (NaN, left out of the means): precision without a prediction, recall and F1 without a
+            # positive — as `macro_f1` leaves such a label out.
+            stats = np.asarray([[sc.precision if pred[:, j].any() else np.nan,
+                                 sc.recall if sc.support else np.nan, sc.f1 if sc.support else np.nan]
+                                for j, sc in enumerate(scores.values())]).T
+            macro[rule].append(macro_f1(y[test], pred)[0])
+            per_label[rule].append(stats)
     out: dict[str, Any] = {"rules": {}, "paired": {}, "splits": splits, "groups": len(unique),
                            "held_out_groups": k, "n": len(names),
                            "per_split": {r: [round(v, 4) for v in macro[r]] for r in rules}}

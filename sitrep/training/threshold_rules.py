@@ -15,18 +15,14 @@ from typing import Any
 
 import numpy as np
 
-from sitrep.models.corpus import label_matrix, read_examples
-from sitrep.models.files import read_jsonl
+from sitrep.models.corpus import Example, label_matrix, read_examples
 from sitrep.models.labels import LABELS
 from sitrep.training.calibrate import THRESHOLD_RULES, rules_cv
 
 
-def article_groups(path: Path) -> list[str]:
-    """Each line's article (`article_id`, else `topic`, else its own `id`), in file order."""
-    out = []
-    for _, row in read_jsonl(path):
-        out.append(str(row.get("article_id") or row.get("topic") or row.get("id")))
-    return out
+def article_groups(examples: list[Example]) -> list[str]:
+    """Each example's article (`article_id`, else `topic`, else its own `id`), in order."""
+    return [e.article_id or e.topic or e.id for e in examples]
 
 
 def compare_rules(
@@ -36,7 +32,7 @@ def compare_rules(
     from sitrep.models.runtime import load
 
     examples = read_examples(data)
-    groups = article_groups(data)
+    groups = article_groups(examples)
     clf = load(bundle, runtime)
     logits = clf.logits([e.text for e in examples])
     result = rules_cv(logits, label_matrix(examples).astype(np.int64), groups, rules, splits, holdout, seed)
