@@ -116,10 +116,12 @@ def test_bench_int8_compares_settings_against_fp32(tiny_bundle: Path, tmp_path: 
         ("int8", None), ("uint8", None), ("int8", 0.5), ("uint8", 0.5)]
     assert rows[0]["outlier_channels"] == 0 < rows[2]["outlier_channels"] == rows[3]["outlier_channels"]
     assert all(0 <= r["label_agreement"] <= 1 and r["sentences_per_s"] > 0 and r["size_mb"] > 0 for r in rows)
+    assert all(r["batch1_ms"] > 0 for r in rows) and report["batch1_sentences"] == min(100, report["n"])
     # one dev file: the gate is export's on the whole set, and no file is named as failing
     assert all(r["passes_gate"] == (r["label_agreement"] >= 0.99 and -r["macro_f1_delta"] <= 0.005)
                and r["failed_files"] == [] for r in rows)
     assert "| weights | FFN | fp32 weights stored | outlier threshold |" in (tmp_path / "m.md").read_text()
+    assert "| batch-1 ms | gate |" in (tmp_path / "m.md").read_text()
     assert (tiny_bundle / "manifest.json").read_bytes() == manifest  # the bundle is left as it was
     bad = CliRunner().invoke(app, ["bench", "int8", str(tiny_bundle), "--weights", "int4"])
     assert bad.exit_code == 2 and "int8 and/or uint8" in bad.output
@@ -151,3 +153,19 @@ def test_bench_int8_rows_for_the_qkv_split_and_matmulnbits(tiny_bundle: Path, tm
     # ONNX Runtime quantizes the embedding op only dynamically: no int8-tensor row is labelled MatMulNBits
     mixed = rows("--word-embeddings", "fp32,int8-tensor", "--blockwise", "16")
     assert [(r["block_int8"], r["embeddings"]) for r in mixed] == [(None, "fp32"), (None, "int8-tensor"), (16, "fp32")]
+
+
+def test_batch1_ms_times_single_sentence_calls_after_a_warm_up() -> None:
+    from sitrep.bench.int8 import batch1_ms
+
+    calls: list[tuple[list[str], int]] = []
+
+    class Recorder:
+        def classify(self, texts: list[str], batch_size: int = 32) -> None:
+            calls.append((texts, batch_size))
+
+    assert batch1_ms(Recorder(), ["a", "b", "c"], 0) is None and calls == []
+    ms = batch1_ms(Recorder(), ["a", "b", "c", "d"], 3, warmup=2)
+    assert ms is not None and ms >= 0
+    # two warm-up calls, then one call per sentence, each a single sentence at batch size 1
+    assert calls == [(["a"], 1), (["b"], 1), (["a"], 1), (["b"], 1), (["c"], 1)]

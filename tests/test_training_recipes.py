@@ -238,7 +238,7 @@ def test_the_int8_gate_also_scores_the_data_in_its_own_order(
                 probs[batch.index(texts[0])] = flipped
             return SimpleNamespace(probs=probs)
 
-    monkeypatch.setattr(export_mod, "_candidate", lambda *_: BatchDependent())
+    monkeypatch.setattr(export_mod, "candidate_classifier", lambda *_: BatchDependent())
     gates = export_mod.Gates(int8_min_agreement=0.99, int8_max_f1_drop=1.0)
     cmp, ok = export_mod.gate_compare(bundle, Path("unused.onnx"), texts, ref, y, gates, chunk=16)
     assert not ok

@@ -241,10 +241,15 @@ def bench_int8(
                              "the QKV MatMuls' outlier channels too (with each threshold)."),
     blockwise: str = typer.Option("", help="Also rows for MatMulNBits (8-bit weights, int8 activations per token "
                                   "and block) with these block sizes, comma-separated, e.g. 64,16."),
+    batch1: int = typer.Option(100, min=0, help="Time single-sentence calls (request mode at batch 1, where the "
+                               "outlier split's small ops weigh most) on this many sentences per row; 0: skip."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the rows as JSON here."),
     markdown_path: Path | None = typer.Option(None, "--markdown", help="Write the table as Markdown here."),
 ) -> None:
     """Compare int8 settings side by side on dev against ONNX fp32 (agreement, ΔF1, size, speed).
+
+    Speed is two columns: sentences/s scoring the whole set at batch 32 (session start included), and the median
+    ms of a single-sentence call. Rows run one after another: compare them within one run.
 
     Nothing is written into the bundle: this is the table behind `sitrep export`'s int8 ladder.
 
@@ -283,7 +288,7 @@ def bench_int8(
     try:
         report = run_study(bundle, data, ts, ws, es, ffn_fp32, log=typer.echo,
                            fp32_weights=[w.strip() for w in fp32_weights.split(",") if w.strip()], qkv=qkv,
-                           blockwise=blocks)
+                           blockwise=blocks, batch1=batch1)
     except (BundleError, CorpusError, FileNotFoundError, ValueError) as exc:
         raise fail(f"{exc}") from exc
     write_study(report, json_path, markdown_path)

@@ -26,6 +26,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from sitrep.bench.common import machine, write_report
 from sitrep.models.bundle import ONNX_FILES, load_bundle
 from sitrep.models.corpus import label_matrix, read_with_sources
@@ -35,6 +37,7 @@ from sitrep.training.export import (
     Gates,
     OutlierSplits,
     QuantRecipe,
+    candidate_classifier,
     files_below_agreement,
     gate_figures,
     optimize_graph,
@@ -69,6 +72,24 @@ class StudyRow:
     per_file: dict[str, dict[str, float]] = field(default_factory=dict)
     qkv_split: bool = False  # the QKV projection's outliers split too (attention unfused)
     block_int8: int | None = None  # MatMulNBits with 8-bit weights in blocks of this size (None: dynamic quantization)
+    # median ms of one single-sentence call (tokenization included) over the first `batch1` sentences, after a
+    # warm-up: request mode at batch 1, where the split's small ops weigh most (None: not measured)
+    batch1_ms: float | None = None
+
+
+def batch1_ms(clf: Any, texts: list[str], n: int, warmup: int = 10) -> float | None:
+    """Median milliseconds of `clf.classify([text], batch_size=1)` over the first `n` texts (None if n is 0)."""
+    sample = texts[:n]
+    if not sample:
+        return None
+    for text in sample[:warmup]:
+        clf.classify([text], batch_size=1)
+    times = []
+    for text in sample:
+        t0 = time.perf_counter()
+        clf.classify([text], batch_size=1)
+        times.append(time.perf_counter() - t0)
+    return round(1000 * float(np.median(times)), 3)
 
 
 def run_study(
@@ -82,7 +103,9 @@ def run_study(
     fp32_weights: list[str] | None = None,
     qkv: bool = False,
     blockwise: list[int] | None = None,
+    batch1: int = 100,
 ) -> dict[str, Any]:
+    """The study's rows; `batch1`: how many sentences time single-sentence calls (0: not measured)."""
     thresholds = thresholds if thresholds is not None else [None, 4.0]
     weights = weights or ["int8", "uint8"]
     embeddings = embeddings or ["fp32"]
@@ -146,8 +169,11 @@ def run_study(
                             log(f"  fp32 weights stored {storage}: skipped ({exc})")
                             continue
                     t0 = time.perf_counter()
-                    probs = probs_with(bundle, scored, texts)
+                    clf = candidate_classifier(bundle, scored)
+                    probs = clf.classify(texts).probs
                     speed = len(texts) / (time.perf_counter() - t0)
+                    one_ms = batch1_ms(clf, texts, batch1)
+                    del clf
                     cmp = gate_figures(ref, probs, y, bundle.thresholds, groups)
                     row = StudyRow(wt, emb, ffn_fp32 and not block, storage, threshold, sum(map(len, split.values())),
                                    round(cmp["label_agreement"], 4), round(cmp["max_abs_prob_diff"], 4),
@@ -157,13 +183,14 @@ def run_study(
                                    {f: {"label_agreement": round(c["label_agreement"], 4),
                                         "macro_f1_delta": c["macro_f1_delta"]}
                                     for f, c in cmp.get("per_file", {}).items()},
-                                   qkv_split=qkv and not block, block_int8=block)
+                                   qkv_split=qkv and not block, block_int8=block, batch1_ms=one_ms)
                     rows.append(row)
                     log(f"  weights {wt}{f' (MatMulNBits, blocks of {block})' if block else ''}, outlier "
                         f"threshold {threshold if threshold is not None else 'none'}{' (+QKV)' if row.qkv_split else ''}, "
                         f"embeddings {emb}{', FFN fp32' if ffn_fp32 else ''}, fp32 weights stored {storage}: "
                         f"agreement {row.label_agreement:.4f}, ΔF1 {row.macro_f1_delta:+.4f}, {row.size_mb} MB, "
-                        f"{row.sentences_per_s} sent/s")
+                        f"{row.sentences_per_s} sent/s"
+                        + (f", batch 1 {row.batch1_ms} ms" if row.batch1_ms is not None else ""))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {
@@ -171,6 +198,7 @@ def run_study(
         "data": str(data),
         "n": len(texts),
         "calibration_sentences": len(splits.calib),
+        "batch1_sentences": min(batch1, len(texts)),
         "cpu": {"name": cpu_name(), "vnni": has_vnni()},
         "machine": machine(),
         "rows": [asdict(r) for r in rows],
@@ -181,12 +209,13 @@ def study_markdown(report: dict[str, Any]) -> str:
     b = report["bundle"]
     lines = [
         f"Bundle `{b['name']}` {b['version']}, {report['n']} sentences from `{report['data']}`, reference ONNX fp32; "
-        f"outlier channels from {report['calibration_sentences']} training sentences; CPU {report['cpu']['name']} "
+        f"outlier channels from {report['calibration_sentences']} training sentences; batch-1 ms: median of "
+        f"{report.get('batch1_sentences', 0)} single-sentence calls (tokenization included); CPU {report['cpu']['name']} "
         f"(VNNI: {'yes' if report['cpu']['vnni'] else 'no'}).",
         "",
         "| weights | FFN | fp32 weights stored | outlier threshold | channels split | embeddings "
-        "| label agreement (sentences) | max \\|Δp\\| | macro-F1 | ΔF1 (points) | size MB | sentences/s | gate |",
-        "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|",
+        "| label agreement (sentences) | max \\|Δp\\| | macro-F1 | ΔF1 (points) | size MB | sentences/s | batch-1 ms | gate |",
+        "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in report["rows"]:
         t = "none" if r["outlier_threshold"] is None else f"{r['outlier_threshold']:g}"
@@ -199,10 +228,11 @@ def study_markdown(report: dict[str, Any]) -> str:
         if r.get("failed_files"):
             gate += f" ({', '.join(r['failed_files'])})"
         stored = r.get("fp32_weights", "fp32")  # older reports: always fp32
+        one = "—" if r.get("batch1_ms") is None else f"{r['batch1_ms']:.2f}"  # older reports: not measured
         wts = r["weights"] + (f" (MatMulNBits, blocks of {r['block_int8']})" if r.get("block_int8") else "")
         lines.append(f"| {wts} | {ffn} | {stored} | {t} | {r['outlier_channels']} | {emb} | {agree} | "
                      f"{r['max_abs_prob_diff']:.3f} | {r['macro_f1']:.4f} | {100 * r['macro_f1_delta']:+.2f} | "
-                     f"{r['size_mb']} | {r['sentences_per_s']} | {gate} |")
+                     f"{r['size_mb']} | {r['sentences_per_s']} | {one} | {gate} |")
     return "\n".join(lines) + "\n"
 
 

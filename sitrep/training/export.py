@@ -285,7 +285,7 @@ def quantize(src: Path, dst: Path, recipe: QuantRecipe, exclude: list[str]) -> N
     )
 
 
-def _candidate(bundle: Bundle, path: Path) -> Any:
+def candidate_classifier(bundle: Bundle, path: Path) -> Any:
     """A classifier over an ONNX file that is not (yet) part of the bundle, via the runtime."""
     from sitrep.models.runtime import Classifier, OnnxBackend
 
@@ -294,7 +294,7 @@ def _candidate(bundle: Bundle, path: Path) -> Any:
 
 def probs_with(bundle: Bundle, path: Path, texts: list[str]) -> np.ndarray:
     """Calibrated probabilities of an ONNX file that is not (yet) part of the bundle."""
-    return _candidate(bundle, path).classify(texts).probs
+    return candidate_classifier(bundle, path).classify(texts).probs
 
 
 def gate_compare(
@@ -317,7 +317,7 @@ def gate_compare(
     decisions depend on its batch-mates, and a pass must not hinge on one batching. It passes only if both
     do; the figures reported are the batching with the lower agreement.
     """
-    clf = _candidate(bundle, path)
+    clf = candidate_classifier(bundle, path)
     names = np.asarray(groups if groups is not None else [""] * len(texts))
     allowed = {g: (1.0 - gates.int8_min_agreement) * int(np.sum(names == g)) for g in dict.fromkeys(names)}
     order = hardest_first(ref, bundle.thresholds)
