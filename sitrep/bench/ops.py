@@ -20,13 +20,7 @@ from typing import Any
 from tqdm import tqdm
 
 from sitrep.bench.common import corpus_sentences, machine, sample_sentences
-
-# Suffixes of the node names `outlier_split.split_outliers` gives the ops it adds.
-SPLIT_SUFFIXES = ("/mask", "/gather_outliers", "/outliers_fp32", "/recombine")
-
-
-def is_split_node(name: str) -> bool:
-    return name.endswith(SPLIT_SUFFIXES)
+from sitrep.training.outlier_split import is_split_node
 
 
 def kernel_times(events: list[dict[str, Any]], skip_runs: int = 0) -> tuple[Counter, Counter, Counter]:

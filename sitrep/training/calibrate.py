@@ -97,7 +97,8 @@ def rules_cv(
         calibration = fit_platt(logits[fit], y[fit])
         p_fit, p_test = calibrated_probs(logits[fit], calibration), calibrated_probs(logits[test], calibration)
         for rule in rules:
-            cut = np.asarray([fit_thresholds(p_fit, y[fit], rule)[name] for name in LABELS])
+            fitted = fit_thresholds(p_fit, y[fit], rule)  # once per rule and split: all labels at a time
+            cut = np.asarray([fitted[name] for name in LABELS])
             pred = (p_test >= cut[None, :]).astype(np.int64)
             scores = per_label_scores(y[test], pred)
             # Undefined (NaN, left out of the means): precision without a prediction, recall and F1 without a

@@ -26,6 +26,16 @@ import numpy as np
 
 from sitrep.models.encoding import TextEncoder, padded_batches
 
+# The ops the split adds are named after their MatMul plus these suffixes (the mask Mul, the Gather of the outlier
+# channels, the thin fp32 MatMul, the recombining Add); `sitrep bench ops` tells them apart by these names.
+MASK, GATHER, THIN_FP32, RECOMBINE = "/mask", "/gather_outliers", "/outliers_fp32", "/recombine"
+SPLIT_NODE_SUFFIXES = (MASK, GATHER, THIN_FP32, RECOMBINE)
+
+
+def is_split_node(name: str) -> bool:
+    """Whether a graph node is one of the ops `split_outliers` added."""
+    return name.endswith(SPLIT_NODE_SUFFIXES)
+
 
 def activation_batches(
     model_path: Path, tensors: list[str], encoder: TextEncoder, texts: list[str], batch_size: int = 32,
@@ -112,16 +122,16 @@ def split_outliers(
             numpy_helper.from_array(weight[outliers].astype(np.float32), f"{p}/outlier_weight"),
         ])
         inits[w_name].CopyFrom(numpy_helper.from_array((weight * keep[:, None]).astype(np.float32), w_name))
-        new_nodes.append(helper.make_node("Mul", [x, f"{p}/ordinary_mask"], [f"{p}/ordinary_input"], name=f"{p}/mask"))
+        new_nodes.append(helper.make_node("Mul", [x, f"{p}/ordinary_mask"], [f"{p}/ordinary_input"], name=p + MASK))
         node.input[0] = f"{p}/ordinary_input"
         node.output[0] = f"{p}/ordinary_output"
         new_nodes.append(node)
         new_nodes.append(helper.make_node("Gather", [x, f"{p}/outlier_index"], [f"{p}/outlier_input"],
-                                          name=f"{p}/gather_outliers", axis=-1))
+                                          name=p + GATHER, axis=-1))
         new_nodes.append(helper.make_node("MatMul", [f"{p}/outlier_input", f"{p}/outlier_weight"],
                                           [f"{p}/outlier_output"], name=fp32_node(p)))
         new_nodes.append(helper.make_node("Add", [f"{p}/ordinary_output", f"{p}/outlier_output"], [y],
-                                          name=f"{p}/recombine"))
+                                          name=p + RECOMBINE))
         split[node.name] = [int(i) for i in outliers]
     del graph.node[:]
     graph.node.extend(new_nodes)
@@ -131,7 +141,7 @@ def split_outliers(
 
 def fp32_node(matmul: str) -> str:
     """The name of the thin fp32 MatMul that carries `matmul`'s outlier channels."""
-    return f"{matmul}/outliers_fp32"
+    return matmul + THIN_FP32
 
 
 def _fake_quant_uint8(x: np.ndarray, axis: int | None) -> np.ndarray:
