@@ -141,9 +141,13 @@ def test_failing_int8_gate_fails_export_and_drops_the_file(tiny_bundle: Path, tm
     report = json.loads((copy / "reports" / "parity.json").read_text())
     from sitrep.training.export import ladder
 
-    attempts = [a for a in report["runtimes"]["onnx-int8"]["attempts"] if "recipe" in a]
+    attempts = [a for a in report["runtimes"]["onnx-int8"]["attempts"] if "word_embeddings_gated" in a]
     # every recipe tried and recorded, the one without int8 MatMuls last (the last resort when none passed)
     assert [a["recipe"]["name"] for a in attempts] == [r.name for r in ladder()]
+    # each gated as it would ship: the compact tables first (recorded with the recipe), the fp32 table last
+    tables = [a for a in report["runtimes"]["onnx-int8"]["attempts"] if "word_embeddings" in a]
+    assert {a["recipe"]["name"] for a in tables} <= {r.name for r in ladder()} and tables
+    assert all(a["word_embeddings_gated"] == "fp32" for a in attempts)
     assert attempts[-1]["recipe"]["storage_fallback"] and not attempts[-1]["passed"]
     assert any("sensitivity_ranking" in a for a in report["runtimes"]["onnx-int8"]["attempts"])
 
@@ -396,7 +400,7 @@ def test_export_ends_on_the_rung_without_int8_when_no_int8_recipe_passes(
     m = load_bundle(copy).manifest
     assert m.export["int8_recipe"].startswith("no int8 MatMul") and m.export["int8_weights"] == "none"
     attempts = [a for a in report["runtimes"]["onnx-int8"]["attempts"] if "recipe" in a]
-    rungs = [a for a in attempts if "word_embeddings" not in a and "fp32_weights_stored" not in a]
+    rungs = [a for a in attempts if "word_embeddings_gated" in a]
     assert [a["recipe"]["name"] for a in rungs] == [r.name for r in export_mod.ladder(portable=True)]
     assert not any(a["passed"] for a in rungs[:-1]) and rungs[-1]["passed"]
     assert not integer_ops & {n.op_type for n in onnx.load(str(copy / "onnx" / "model.int8.onnx")).graph.node}

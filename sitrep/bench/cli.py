@@ -243,6 +243,9 @@ def bench_int8(
                                   "and block) with these block sizes, comma-separated, e.g. 64,16."),
     batch1: int = typer.Option(100, min=0, help="Time single-sentence calls (request mode at batch 1, where the "
                                "outlier split's small ops weigh most) on this many sentences per row; 0: skip."),
+    layernorm: str = typer.Option(
+        "unfused", help="The residual LayerNorms, comma-separated, one pass of all rows each, in order (repeats "
+        "interleave them): unfused (Add + LayerNormalization, what export writes) or fused (SkipLayerNormalization)."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the rows as JSON here."),
     markdown_path: Path | None = typer.Option(None, "--markdown", help="Write the table as Markdown here."),
 ) -> None:
@@ -264,6 +267,10 @@ def bench_int8(
 
       # export's VNNI rungs side by side: the QKV split at 4 and 3, MatMulNBits in blocks of 64 and 16
       sitrep bench int8 artifacts/models/default --thresholds 4,3 --weights int8 --qkv --blockwise 64,16
+
+      # the fused SkipLayerNormalization against export's unfused Add + LayerNormalization, interleaved
+      sitrep bench int8 artifacts/models/default --thresholds 4 --weights int8 --qkv --word-embeddings int8-row \\
+          --fp32-weights fp16+int8-residual --layernorm fused,unfused,fused,unfused --batch1 300
     """
     from sitrep.bench.int8 import run_study, study_markdown, write_study
     from sitrep.models.bundle import BundleError
@@ -288,7 +295,8 @@ def bench_int8(
     try:
         report = run_study(bundle, data, ts, ws, es, ffn_fp32, log=typer.echo,
                            fp32_weights=[w.strip() for w in fp32_weights.split(",") if w.strip()], qkv=qkv,
-                           blockwise=blocks, batch1=batch1)
+                           blockwise=blocks, batch1=batch1,
+                           layernorms=[k.strip() for k in layernorm.split(",") if k.strip()])
     except (BundleError, CorpusError, FileNotFoundError, ValueError) as exc:
         raise fail(f"{exc}") from exc
     write_study(report, json_path, markdown_path)

@@ -13,7 +13,9 @@ export's own parity), the number of outlier channels split off, the file size an
 the int8 model on these sentences. `qkv`: the attention unfused into a QKV MatMul + MultiHeadAttention
 (sitrep/training/unfuse_attention.py) and the QKV MatMuls split with the FFN ones; `blockwise`: rows for
 ONNX Runtime's MatMulNBits (8-bit weights in blocks of that many input channels, int8 activations per token
-and block) on the unfused graph — export's ladder tries both kinds.
+and block) on the unfused graph — export's ladder tries both kinds. `layernorms`: the residual LayerNorms as
+export writes them for CPU (`unfused`: Add + LayerNormalization) or as ONNX Runtime's optimizer fuses them
+(`fused`: SkipLayerNormalization, several times slower on the CPU provider; sitrep/training/skip_layernorm.py).
 Nothing is written into the bundle.
 """
 
@@ -37,6 +39,7 @@ from sitrep.training.export import (
     Gates,
     OutlierSplits,
     QuantRecipe,
+    calibration_texts,
     candidate_classifier,
     files_below_agreement,
     gate_figures,
@@ -48,6 +51,7 @@ from sitrep.training.export import (
 from sitrep.training.fp16_weights import MODES, store_fp16
 
 EMBEDDINGS = ("fp32", "int8-row", "fp16", "int8-tensor")
+LAYERNORMS = ("unfused", "fused")  # the residual LayerNorms of the optimized graph (sitrep/training/skip_layernorm.py)
 FP32_WEIGHTS = ("fp32", *MODES)  # storage of the MatMul weights left fp32 (sitrep/training/fp16_weights.py)
 
 
@@ -75,6 +79,9 @@ class StudyRow:
     # median ms of one single-sentence call (tokenization included) over the first `batch1` sentences, after a
     # warm-up: request mode at batch 1, where the split's small ops weigh most (None: not measured)
     batch1_ms: float | None = None
+    # the residual LayerNorms: "unfused" (Add + LayerNormalization, what export writes for CPU) or "fused"
+    # (ONNX Runtime's SkipLayerNormalization, as the transformer optimizer leaves them; sitrep/training/skip_layernorm.py)
+    layernorm: str = "unfused"
 
 
 def batch1_ms(clf: Any, texts: list[str], n: int, warmup: int = 10) -> float | None:
@@ -104,14 +111,23 @@ def run_study(
     qkv: bool = False,
     blockwise: list[int] | None = None,
     batch1: int = 100,
+    layernorms: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The study's rows; `batch1`: how many sentences time single-sentence calls (0: not measured)."""
+    """The study's rows; `batch1`: how many sentences time single-sentence calls (0: not measured).
+
+    `layernorms`: the optimized graph's residual LayerNorms, one pass of every setting per entry, in order
+    (repeats allowed, to interleave them on a drifting machine): "unfused" (export's CPU graph) or "fused".
+    """
     thresholds = thresholds if thresholds is not None else [None, 4.0]
     weights = weights or ["int8", "uint8"]
     embeddings = embeddings or ["fp32"]
     bad = [e for e in embeddings if e not in EMBEDDINGS]
     if bad:
         raise ValueError(f"unknown embedding storage {bad}; choose from {', '.join(EMBEDDINGS)}")
+    layernorms = layernorms or ["unfused"]
+    bad = [k for k in layernorms if k not in LAYERNORMS]
+    if bad:
+        raise ValueError(f"unknown LayerNorm form {bad}; choose from {', '.join(LAYERNORMS)}")
     fp32_weights = fp32_weights or ["fp32"]
     bad = [w for w in fp32_weights if w not in FP32_WEIGHTS]
     if bad:
@@ -130,12 +146,18 @@ def run_study(
     try:
         log(f"reference: ONNX fp32 on {len(texts)} sentences from {data}")
         ref = probs_with(bundle, fp32, texts)
-        opt = work / "model.opt.onnx"
-        optimize_graph(bundle, fp32, opt)
-        splits = OutlierSplits(bundle, opt, work, texts)
-        settings: list[tuple[float | None, str, int | None]] = [(t, w, None) for t in thresholds for w in weights]
-        settings += [(None, "int8", b) for b in blockwise or []]
-        for threshold, wt, block in settings:
+        graphs: dict[str, tuple[Path, OutlierSplits]] = {}
+        for layernorm in dict.fromkeys(layernorms):
+            folder = work / layernorm
+            folder.mkdir()
+            opt = folder / "model.opt.onnx"
+            optimize_graph(bundle, fp32, opt, skip_layernorm_fused=layernorm == "fused")
+            graphs[layernorm] = (opt, OutlierSplits(bundle, opt, folder, texts))
+        settings: list[tuple[str, float | None, str, int | None]] = [
+            (ln, t, w, None) for ln in layernorms for t in thresholds for w in weights]
+        settings += [(ln, None, "int8", b) for ln in layernorms for b in blockwise or []]
+        for layernorm, threshold, wt, block in settings:
+            opt, splits = graphs[layernorm]
             if block:
                 (src, _), split, keep_fp32 = splits.unfused(), {}, []
             elif threshold is None:
@@ -183,9 +205,10 @@ def run_study(
                                    {f: {"label_agreement": round(c["label_agreement"], 4),
                                         "macro_f1_delta": c["macro_f1_delta"]}
                                     for f, c in cmp.get("per_file", {}).items()},
-                                   qkv_split=qkv and not block, block_int8=block, batch1_ms=one_ms)
+                                   qkv_split=qkv and not block, block_int8=block, batch1_ms=one_ms,
+                                   layernorm=layernorm)
                     rows.append(row)
-                    log(f"  weights {wt}{f' (MatMulNBits, blocks of {block})' if block else ''}, outlier "
+                    log(f"  LayerNorm {layernorm}, weights {wt}{f' (MatMulNBits, blocks of {block})' if block else ''}, outlier "
                         f"threshold {threshold if threshold is not None else 'none'}{' (+QKV)' if row.qkv_split else ''}, "
                         f"embeddings {emb}{', FFN fp32' if ffn_fp32 else ''}, fp32 weights stored {storage}: "
                         f"agreement {row.label_agreement:.4f}, ΔF1 {row.macro_f1_delta:+.4f}, {row.size_mb} MB, "
@@ -197,7 +220,7 @@ def run_study(
         "bundle": {"path": str(bundle.path), "name": bundle.name, "version": bundle.version},
         "data": str(data),
         "n": len(texts),
-        "calibration_sentences": len(splits.calib),
+        "calibration_sentences": len(calibration_texts(bundle, texts)),
         "batch1_sentences": min(batch1, len(texts)),
         "cpu": {"name": cpu_name(), "vnni": has_vnni()},
         "machine": machine(),
@@ -213,9 +236,9 @@ def study_markdown(report: dict[str, Any]) -> str:
         f"{report.get('batch1_sentences', 0)} single-sentence calls (tokenization included); CPU {report['cpu']['name']} "
         f"(VNNI: {'yes' if report['cpu']['vnni'] else 'no'}).",
         "",
-        "| weights | FFN | fp32 weights stored | outlier threshold | channels split | embeddings "
+        "| LayerNorm | weights | FFN | fp32 weights stored | outlier threshold | channels split | embeddings "
         "| label agreement (sentences) | max \\|Δp\\| | macro-F1 | ΔF1 (points) | size MB | sentences/s | batch-1 ms | gate |",
-        "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in report["rows"]:
         t = "none" if r["outlier_threshold"] is None else f"{r['outlier_threshold']:g}"
@@ -230,7 +253,8 @@ def study_markdown(report: dict[str, Any]) -> str:
         stored = r.get("fp32_weights", "fp32")  # older reports: always fp32
         one = "—" if r.get("batch1_ms") is None else f"{r['batch1_ms']:.2f}"  # older reports: not measured
         wts = r["weights"] + (f" (MatMulNBits, blocks of {r['block_int8']})" if r.get("block_int8") else "")
-        lines.append(f"| {wts} | {ffn} | {stored} | {t} | {r['outlier_channels']} | {emb} | {agree} | "
+        ln = r.get("layernorm", "fused")  # older reports: the optimizer's fused SkipLayerNormalization
+        lines.append(f"| {ln} | {wts} | {ffn} | {stored} | {t} | {r['outlier_channels']} | {emb} | {agree} | "
                      f"{r['max_abs_prob_diff']:.3f} | {r['macro_f1']:.4f} | {100 * r['macro_f1_delta']:+.2f} | "
                      f"{r['size_mb']} | {r['sentences_per_s']} | {one} | {gate} |")
     return "\n".join(lines) + "\n"

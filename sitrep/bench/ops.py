@@ -51,11 +51,10 @@ def run_ops(
 ) -> dict[str, Any]:
     """Profile the bundle's ONNX file on `sentences` sentences, batched as the CPU runtime batches them
     (length buckets, cut where the padding saved pays for a call); the first call is a warm-up, left out."""
-    import onnxruntime as ort
 
     from sitrep.models.bundle import BundleError, load_bundle
     from sitrep.models.encoding import CALL_OVERHEAD_TOKENS, TextEncoder, padded_batches
-    from sitrep.models.runtime import session_options
+    from sitrep.models.runtime import cpu_session, session_options
 
     if runtime not in ("onnx-int8", "onnx"):
         raise ValueError("--runtime must be onnx-int8 or onnx (the CPU ONNX files)")
@@ -73,7 +72,7 @@ def run_ops(
         opts = session_options(threads)
         opts.enable_profiling = True
         opts.profile_file_prefix = str(Path(tmp) / "ops")
-        session = ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"])
+        session = cpu_session(path, opts)
         names = {i.name for i in session.get_inputs()}
         for _, ids, mask in [batches[0], *tqdm(batches, desc="calls", unit="call", dynamic_ncols=True)]:
             session.run(["logits"], {k: v for k, v in {"input_ids": ids, "attention_mask": mask}.items() if k in names})

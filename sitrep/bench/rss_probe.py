@@ -36,7 +36,7 @@ def main(bundle_path: str, path: str, options: str, requests: str = "1000") -> N
     from sitrep.models.corpus import read_many
     from sitrep.models.encoding import TextEncoder
     from sitrep.models.memory import trim_heap
-    from sitrep.models.runtime import Classifier, OnnxBackend
+    from sitrep.models.runtime import Classifier, OnnxBackend, cpu_session
 
     base = rss()
     bundle = load_bundle(bundle_path, verify=False)
@@ -47,7 +47,7 @@ def main(bundle_path: str, path: str, options: str, requests: str = "1000") -> N
         so.add_session_config_entry("session.disable_prepacking", "1")
     if "noarena" in options:
         so.enable_cpu_mem_arena = False
-    backend.session = ort.InferenceSession(path, sess_options=so, providers=["CPUExecutionProvider"])
+    backend.session = cpu_session(path, so)
     if "notrim" not in options.split("+"):
         trim_heap()  # as the runtime does after loading (sitrep/models/memory.py)
     backend.input_names = {i.name for i in backend.session.get_inputs()}

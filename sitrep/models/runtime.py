@@ -57,6 +57,20 @@ class Result:
     timings: Timings = field(default_factory=Timings)
 
 
+# ONNX Runtime's own fusion of Add + LayerNormalization into SkipLayerNormalization, off on the CPU provider: its
+# fused CPU kernel is several times slower than the two ops, which is why export unfuses them
+# (sitrep/training/skip_layernorm.py); left on, the session would fuse some of them back when it loads.
+CPU_DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
+
+
+def cpu_session(path: str | Path, opts: Any) -> Any:
+    """An ONNX Runtime CPU session on `path` with `opts` (from `session_options`), as every CPU runtime here opens one."""
+    import onnxruntime as ort
+
+    return ort.InferenceSession(str(path), sess_options=opts, providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(CPU_DISABLED_OPTIMIZERS))
+
+
 def session_options(threads: int | None, spin: bool = True, optimize: bool = True) -> Any:
     """The ONNX Runtime session options every ONNX runtime here uses (benchmarks that profile add to them)."""
     import onnxruntime as ort
@@ -83,17 +97,17 @@ class OnnxBackend:
         import onnxruntime as ort
 
         opts = session_options(threads, spin, optimize)
-        if runtime == "cuda":
-            if "CUDAExecutionProvider" not in ort.get_available_providers():
-                raise RuntimeUnavailable(
-                    "runtime 'cuda' needs onnxruntime-gpu with a CUDA device "
-                    f"(available providers: {ort.get_available_providers()})"
-                )
-            providers = ["CUDAExecutionProvider", "CPUExecutionProvider"]
-        else:
-            providers = ["CPUExecutionProvider"]
+        if runtime == "cuda" and "CUDAExecutionProvider" not in ort.get_available_providers():
+            raise RuntimeUnavailable(
+                "runtime 'cuda' needs onnxruntime-gpu with a CUDA device "
+                f"(available providers: {ort.get_available_providers()})"
+            )
         self.on_gpu = runtime == "cuda"
-        self.session = ort.InferenceSession(str(path), sess_options=opts, providers=providers)
+        if self.on_gpu:
+            self.session = ort.InferenceSession(str(path), sess_options=opts,
+                                                providers=["CUDAExecutionProvider", "CPUExecutionProvider"])
+        else:
+            self.session = cpu_session(path, opts)
         if runtime == "cuda" and self.session.get_providers()[0] != "CUDAExecutionProvider":
             raise RuntimeUnavailable("the CUDA execution provider did not initialise (no GPU visible?)")
         self.input_names = {i.name for i in self.session.get_inputs()}
