@@ -270,7 +270,7 @@ def bench_int8(
 
       # the fused SkipLayerNormalization against export's unfused Add + LayerNormalization, interleaved
       sitrep bench int8 artifacts/models/default --thresholds 4 --weights int8 --qkv --word-embeddings int8-row \\
-          --fp32-weights fp16+int8-residual --layernorm fused,unfused,fused,unfused --batch1 300
+          --fp32-weights fp32 --layernorm fused,unfused,fused,unfused --batch1 300
     """
     from sitrep.bench.int8 import run_study, study_markdown, write_study
     from sitrep.models.bundle import BundleError

@@ -51,7 +51,6 @@ def run_ops(
 ) -> dict[str, Any]:
     """Profile the bundle's ONNX file on `sentences` sentences, batched as the CPU runtime batches them
     (length buckets, cut where the padding saved pays for a call); the first call is a warm-up, left out."""
-
     from sitrep.models.bundle import BundleError, load_bundle
     from sitrep.models.encoding import CALL_OVERHEAD_TOKENS, TextEncoder, padded_batches
     from sitrep.models.runtime import cpu_session, session_options
