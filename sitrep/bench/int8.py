@@ -39,7 +39,6 @@ from sitrep.training.export import (
     Gates,
     OutlierSplits,
     QuantRecipe,
-    calibration_texts,
     candidate_classifier,
     files_below_agreement,
     gate_figures,
@@ -146,7 +145,7 @@ def run_study(
     try:
         log(f"reference: ONNX fp32 on {len(texts)} sentences from {data}")
         ref = probs_with(bundle, fp32, texts)
-        graphs: dict[str, tuple[Path, OutlierSplits]] = {}
+        graphs: dict[str, tuple[Path, OutlierSplits]] = {}  # each form's optimized graph and its outlier splits
         for layernorm in dict.fromkeys(layernorms):
             folder = work / layernorm
             folder.mkdir()
@@ -220,7 +219,7 @@ def run_study(
         "bundle": {"path": str(bundle.path), "name": bundle.name, "version": bundle.version},
         "data": str(data),
         "n": len(texts),
-        "calibration_sentences": len(calibration_texts(bundle, texts)),
+        "calibration_sentences": len(next(iter(graphs.values()))[1].calib),
         "batch1_sentences": min(batch1, len(texts)),
         "cpu": {"name": cpu_name(), "vnni": has_vnni()},
         "machine": machine(),

@@ -212,19 +212,19 @@ def _model_shape(bundle: Bundle) -> tuple[int, int, int]:
 
 
 def optimize_graph(
-    bundle: Bundle, src: Path, dst: Path, fp16: bool = False, skip_layernorm_fused: bool | None = None
+    bundle: Bundle, src: Path, dst: Path, fp16: bool = False, skip_layernorm_fused: bool = False
 ) -> None:
     """ONNX Runtime's transformer optimizer on `src`, written to `dst` (`fp16`: converted for the CUDA runtime).
 
-    `skip_layernorm_fused`: keep its SkipLayerNormalization nodes (default: only in the fp16 graph; on the CPU
-    provider the unfused Add + LayerNormalization run several times faster, sitrep/training/skip_layernorm.py).
+    The CPU graph gets its SkipLayerNormalization nodes unfused (on the CPU provider Add + LayerNormalization run
+    several times faster, sitrep/training/skip_layernorm.py); the fp16 graph, or `skip_layernorm_fused`, keeps them.
     """
     from onnxruntime.transformers.optimizer import optimize_model
 
     heads, hidden, _ = _model_shape(bundle)
     opt = optimize_model(str(src), model_type="bert", num_heads=heads, hidden_size=hidden, opt_level=1,
                          use_gpu=False)
-    if not (fp16 if skip_layernorm_fused is None else skip_layernorm_fused):
+    if not (fp16 or skip_layernorm_fused):
         unfuse_skip_layernorm(opt.model)
     if fp16:
         opt.convert_float_to_float16(keep_io_types=True)
