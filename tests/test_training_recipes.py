@@ -394,3 +394,54 @@ def test_cache_frozen_without_frozen_layers_is_a_one_line_error(tiny_base: Path,
 
     with pytest.raises(TrainingError, match="set freeze_layers"):
         train(tiny_config(tiny_base, tiny_data, max_steps=1, cache_frozen=True), tmp_path / "bad", progress=False)
+
+
+def test_mixed_precision_picks_bf16_only_where_the_device_computes_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from sitrep.training import train as train_mod
+    from sitrep.training.config import TrainConfig
+    from sitrep.training.train import TrainingError, amp_dtype
+
+    monkeypatch.setattr(train_mod, "has_bf16", lambda: True)
+    assert amp_dtype("cpu", "auto") is torch.bfloat16 and amp_dtype("cpu", "none") is None
+    monkeypatch.setattr(train_mod, "has_bf16", lambda: False)
+    assert amp_dtype("cpu", "auto") is None  # emulated bf16 is slower than fp32
+    assert amp_dtype("cpu", "bf16") is torch.bfloat16  # asked for: given
+    with pytest.raises(TrainingError, match="needs a CUDA device"):
+        amp_dtype("cpu", "fp16")
+    with pytest.raises(TrainingError, match="choose one of"):
+        amp_dtype("cpu", "half")
+    with pytest.raises(ValueError, match="mixed_precision 'half' is not one of"):
+        TrainConfig.load(None, {"mixed_precision": "half"})
+
+
+def test_bf16_training_on_cpu_is_recorded_and_evaluates_in_fp32(tiny_base: Path, tiny_data: dict, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from sitrep.training import train as train_mod
+
+    wrapped: list[object] = []
+    real_wrap = train_mod.TorchBackend.wrap
+
+    def recording_wrap(model: object, device: object, amp: object = None) -> object:
+        wrapped.append(amp)
+        return real_wrap(model, device, amp)
+
+    monkeypatch.setattr(train_mod.TorchBackend, "wrap", staticmethod(recording_wrap))
+    autocast_dtypes: list[object] = []
+    real_autocast = torch.autocast
+
+    def recording_autocast(device_type: str, dtype: object = None, enabled: bool = True, **kw: object) -> object:
+        autocast_dtypes.append(dtype if enabled else None)
+        return real_autocast(device_type, dtype=dtype, enabled=enabled, **kw)
+
+    monkeypatch.setattr(torch, "autocast", recording_autocast)
+    cfg = tiny_config(tiny_base, tiny_data, pooling="mean", max_steps=3, freeze_layers=1, cache_frozen=True,
+                      contrastive_steps=2, contrastive_batch_size=8, mixed_precision="bf16")
+    training = load_bundle(train_mod.train(cfg, tmp_path / "b", progress=False)).manifest.training
+    assert training["mixed_precision"] == "torch.bfloat16"
+    assert training["contrastive"]["mixed_precision"] == "torch.bfloat16"
+    assert autocast_dtypes.count(torch.bfloat16) == 2 + 3  # every contrastive and classifier step
+    assert wrapped and all(amp is None for amp in wrapped)  # dev scores and calibration: fp32, as exported

@@ -477,6 +477,43 @@ def bench_image(
     typer.echo(md)
 
 
+def bench_train_step(
+    config: Path | None = typer.Option(
+        Path("sitrep/training/configs/default.toml"), "--config", "-c", help="Training config (recipe) to time."),
+    precisions: str = typer.Option("none,bf16", help="Comma-separated: none (fp32) and/or bf16 (autocast)."),
+    steps: int = typer.Option(20, help="Timed steps per precision in each round (after a 3-step warm-up)."),
+    rounds: int = typer.Option(2, help="Alternating rounds over the precisions (the machine drifts)."),
+    sentences: int = typer.Option(512, help="Training sentences to draw the batches from."),
+    threads: int | None = typer.Option(None, help="torch CPU threads (default: the config's, else all)."),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the report as JSON here."),
+    markdown_path: Path | None = typer.Option(None, "--markdown", help="Write the table as Markdown here."),
+) -> None:
+    """Time the recipe's training step in fp32 and under bf16 autocast, side by side on the same batches.
+
+    The step is `sitrep train`'s: the config's encoder, frozen (and cached) layers, length-bucketed batches of its
+    training sentences, loss, backward and AdamW. On a CPU with native bf16 (AVX512-BF16, AMX) `sitrep train`
+    picks bf16 by itself (`--mixed-precision auto`); this shows what that buys, and what it would cost elsewhere.
+
+    Examples:
+
+      sitrep bench train-step
+
+      sitrep bench train-step -c sitrep/training/configs/articles-mean.toml --steps 10 --markdown step.md
+    """
+    from sitrep.bench.common import write_report
+    from sitrep.bench.train_step import run_train_step, train_step_markdown
+    from sitrep.training.train import TrainingError
+
+    try:
+        report = run_train_step(config, [p.strip() for p in precisions.split(",") if p.strip()], steps, rounds,
+                                sentences, threads)
+    except (TrainingError, ValueError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from exc
+    md = train_step_markdown(report)
+    write_report(report, json_path, md, markdown_path)
+    typer.echo(md)
+
+
 def register(app: typer.Typer, bench: typer.Typer) -> None:
     bench.command("http")(bench_http)
     bench.command("score")(bench_score)
@@ -487,3 +524,4 @@ def register(app: typer.Typer, bench: typer.Typer) -> None:
     bench.command("request-path")(bench_request_path)
     bench.command("ops")(bench_ops)
     bench.command("image")(bench_image)
+    bench.command("train-step")(bench_train_step)

@@ -16,6 +16,9 @@ from functools import cache
 from pathlib import Path
 
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni")
+# bf16 dot products in hardware (AVX512-BF16, AMX): there PyTorch's CPU autocast to bf16 runs training steps about
+# twice as fast as fp32 (`sitrep bench train-precision`); without them bf16 is emulated and slower than fp32.
+BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 @cache
@@ -39,6 +42,11 @@ def cpu_flags() -> frozenset[str]:
 def has_vnni() -> bool:
     """True when u8s8 int8 kernels cannot saturate here (x86 with AVX512-VNNI or AVX-VNNI)."""
     return platform.machine().lower() in ("x86_64", "amd64") and any(f in cpu_flags() for f in VNNI_FLAGS)
+
+
+def has_bf16() -> bool:
+    """True when the CPU computes bf16 dot products natively (x86 with AVX512-BF16 or AMX-BF16)."""
+    return platform.machine().lower() in ("x86_64", "amd64") and any(f in cpu_flags() for f in BF16_FLAGS)
 
 
 def cpu_name() -> str:

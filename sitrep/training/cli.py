@@ -43,6 +43,9 @@ def train(
     ),
     threads: int | None = typer.Option(None, help="torch CPU threads."),
     device: str | None = typer.Option(None, help="cpu / cuda (default: cuda if available)."),
+    mixed_precision: str | None = typer.Option(
+        None, help="Autocast of the training steps: 'auto' (bf16 on CUDA and on a CPU with native bf16, e.g. "
+        "AVX512-BF16: about 2x faster steps there), 'bf16', 'fp16' (CUDA only) or 'none' (fp32)."),
     resume: bool = typer.Option(False, help="Continue an interrupted run from OUT/checkpoint."),
     force: bool = typer.Option(False, help="Overwrite an existing bundle at OUT."),
     quiet: bool = typer.Option(False, help="No progress bar."),
@@ -72,7 +75,7 @@ def train(
         version=version, seed=seed, max_length=max_length, epochs=epochs, max_steps=max_steps, lr=lr,
         warmup_ratio=warmup_ratio, batch_size=batch_size, grad_accum=grad_accum, patience=patience,
         contrastive_steps=contrastive_steps, freeze_layers=freeze_layers,
-        threads=threads, device=device,
+        threads=threads, device=device, mixed_precision=mixed_precision,
     )
     if arch not in ("transformer", "tfidf"):
         raise fail("--arch must be 'transformer' or 'tfidf'")

@@ -7,6 +7,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+# Autocast of the training steps (`train.amp_dtype` maps each to a dtype on the device at hand).
+MIXED_PRECISION = ("auto", "bf16", "fp16", "none")
+
 
 @dataclass
 class TrainConfig:
@@ -51,7 +54,9 @@ class TrainConfig:
     patience: int = 2  # epochs without a dev macro-F1 gain before stopping early
     eval_every_steps: int | None = None  # default: once per epoch
     threads: int | None = None
-    mixed_precision: str = "auto"  # auto: bf16 on CUDA when supported, else fp16 on CUDA, none on CPU
+    # auto: bf16 on CUDA when supported, else fp16; on a CPU bf16 where it is native (AVX512-BF16/AMX), else none.
+    # Only the training steps: on a CPU the dev evaluations and calibration stay fp32 (`train.amp_dtype`).
+    mixed_precision: str = "auto"  # one of MIXED_PRECISION
     device: str | None = None  # default: cuda if available
 
     @classmethod
@@ -71,6 +76,9 @@ class TrainConfig:
         if cfg.threshold_rule not in THRESHOLD_RULES:
             raise ValueError(f"{path or 'config'}: threshold_rule {cfg.threshold_rule!r} is not one of "
                              f"{', '.join(THRESHOLD_RULES)}")
+        if cfg.mixed_precision not in MIXED_PRECISION:
+            raise ValueError(f"{path or 'config'}: mixed_precision {cfg.mixed_precision!r} is not one of "
+                             f"{', '.join(MIXED_PRECISION)}")
         return cfg
 
     def to_json(self) -> dict[str, Any]:

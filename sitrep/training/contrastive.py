@@ -94,10 +94,12 @@ def contrastive_stage(
     length_buckets: bool = True,
     progress: bool = True,
     prefix: FrozenPrefix | None = None,
+    amp_dtype: Any = None,
 ) -> dict[str, Any]:
     """Train `model`'s encoder body on in-batch pairs for `steps` steps. Returns the stage's record.
 
     With `prefix` (the frozen bottom's cached output for `ids`), each step runs only the layers above it.
+    `amp_dtype`: the forward pass under autocast to it (the classifier steps' mixed precision, `train.amp_dtype`).
     """
     import torch
 
@@ -116,9 +118,10 @@ def contrastive_stage(
     bar = tqdm(total=steps, desc="contrastive", unit="step", disable=not progress, dynamic_ncols=True)
     lengths = np.asarray([len(x) for x in ids]) if length_buckets else None
     for idx in stratified_batches(y, batch_size, steps, seed, lengths):
-        out, attn = forward_batch(body, encoder, ids, idx, device, prefix)
-        hidden = out.last_hidden_state
-        pooled = mean_pool(hidden, attn)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            out, attn = forward_batch(body, encoder, ids, idx, device, prefix)
+            pooled = mean_pool(out.last_hidden_state, attn)
+        pooled = pooled.float()
         loss = pair_loss(pooled, torch.from_numpy(jaccard_targets(y[idx])).to(device))
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
@@ -135,6 +138,7 @@ def contrastive_stage(
         "lr": lr,
         "length_buckets": length_buckets,
         "cached_frozen_layers": prefix.layers if prefix is not None else 0,
+        "mixed_precision": str(amp_dtype) if amp_dtype is not None else "none",
         "loss_first_20": round(float(np.mean(losses[:20])), 5) if losses else None,
         "loss_last_20": round(float(np.mean(losses[-20:])), 5) if losses else None,
         "time_s": round(time.perf_counter() - t0, 1),

@@ -1,0 +1,117 @@
+"""`sitrep bench train-step`: the classifier's training step in each mixed precision, side by side.
+
+What `sitrep train` repeats some 4,000 times is timed here as the recipe runs it: the config's base encoder and
+classifier head, its frozen layers (and their cached output, `cache_frozen`), length-bucketed batches of its
+training sentences, BCE loss, backward, gradient clipping and the AdamW step. Each precision (`none` = fp32,
+`bf16` = autocast as `sitrep train --mixed-precision bf16` runs it) gets `steps` timed steps after a warm-up,
+in alternating rounds (this machine drifts), on the same batches; the report gives the median ms per step of
+each and the ratio to the first. Weights change as the steps run; speed does not depend on them.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from tqdm import tqdm
+
+from sitrep.bench.common import machine
+from sitrep.models.cpu import has_bf16
+
+PRECISIONS = ("none", "bf16")
+
+
+def run_train_step(
+    config: Path | None, precisions: list[str], steps: int = 20, rounds: int = 2, sentences: int = 512,
+    threads: int | None = None, warmup: int = 3,
+) -> dict[str, Any]:
+    import torch
+
+    from sitrep.models.corpus import read_many
+    from sitrep.training.config import TrainConfig
+    from sitrep.training.frozen_prefix import forward_batch
+    from sitrep.training.train import Trainer, amp_dtype, train_batches
+
+    bad = [p for p in precisions if p not in PRECISIONS]
+    if bad or not precisions:
+        raise ValueError(f"unknown precision {bad or precisions}; choose from {', '.join(PRECISIONS)}")
+    if min(steps, rounds, sentences) < 1:
+        raise ValueError("--steps, --rounds and --sentences must be at least 1")
+    cfg = TrainConfig.load(config, {"threads": threads, "device": "cpu"})
+    examples = read_many(cfg.train_files)
+    if not examples:
+        raise ValueError(f"{config}: no training sentences in {cfg.train_files}")
+    examples = examples[:: max(1, len(examples) // sentences)][:sentences]
+    dtypes = {p: amp_dtype("cpu", p) for p in precisions}
+    with tempfile.TemporaryDirectory(prefix="sitrep-train-step-") as tmp:
+        trainer = Trainer(replace(cfg, mixed_precision="none"), Path(tmp))
+        ids, y = trainer.encode(examples)
+        prefix = trainer.frozen_prefix(ids.ids, progress=False)
+        model = trainer.model
+        model.train()
+        params = [p for p in model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=cfg.lr)
+        loss_fn = torch.nn.BCEWithLogitsLoss()
+        lengths = np.asarray([len(x) for x in ids.ids])
+        batches = train_batches(lengths, cfg.batch_size, cfg.seed)
+        targets = torch.from_numpy(y)
+
+        def step(idx: np.ndarray, dtype: Any) -> None:
+            with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
+                logits = forward_batch(model, trainer.encoder, ids.ids, idx, trainer.device, prefix)[0].logits
+            loss_fn(logits.float(), targets[idx]).backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+
+        times: dict[str, list[float]] = {p: [] for p in precisions}
+        bar = tqdm(total=rounds * len(precisions) * (warmup + steps), desc="train steps", unit="step",
+                   dynamic_ncols=True)
+        for _ in range(rounds):
+            for p in precisions:
+                for i in range(warmup + steps):
+                    idx = batches[i % len(batches)]
+                    t0 = time.perf_counter()
+                    step(idx, dtypes[p])
+                    if i >= warmup:
+                        times[p].append(time.perf_counter() - t0)
+                    bar.update(1)
+        bar.close()
+        tokens = float(np.mean([lengths[batches[i % len(batches)]].max() for i in range(warmup + steps)]))
+    ms = {p: round(1000 * float(np.median(t)), 2) for p, t in times.items()}
+    first = precisions[0]
+    return {
+        "config": str(config) if config else None,
+        "base_model": cfg.base_model,
+        "freeze_layers": cfg.freeze_layers,
+        "cache_frozen": bool(prefix is not None),
+        "batch_size": cfg.batch_size,
+        "mean_padded_length": round(tokens, 1),
+        "steps": steps,
+        "rounds": rounds,
+        "native_bf16": has_bf16(),
+        "threads": torch.get_num_threads(),
+        "machine": machine(threads),
+        "rows": [{"precision": p, "ms_per_step": ms[p], "speedup": round(ms[first] / ms[p], 2),
+                  "all_ms": [round(1000 * t, 2) for t in times[p]]} for p in precisions],
+    }
+
+
+def train_step_markdown(report: dict[str, Any]) -> str:
+    first = report["rows"][0]["precision"]
+    lines = [
+        f"`sitrep bench train-step` — config `{report['config']}` ({report['base_model']}, "
+        f"{report['freeze_layers']} layers frozen{', cached' if report['cache_frozen'] else ''}), batches of "
+        f"{report['batch_size']} (mean padded length {report['mean_padded_length']} tokens), {report['steps']} timed "
+        f"steps per precision in each of {report['rounds']} alternating rounds, {report['threads']} threads; "
+        f"CPU {report['machine']['cpu']} (native bf16: {'yes' if report['native_bf16'] else 'no'})",
+        "",
+        f"| precision | ms per step (median) | speed-up vs {first} |",
+        "|---|---:|---:|",
+    ]
+    lines += [f"| {r['precision']} | {r['ms_per_step']:.1f} | {r['speedup']:.2f}× |" for r in report["rows"]]
+    return "\n".join(lines) + "\n"

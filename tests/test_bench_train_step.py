@@ -1,0 +1,44 @@
+"""`sitrep bench train-step`: the recipe's training step in fp32 and bf16, side by side."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from sitrep.cli import app
+from tests.tiny_model import MAX_LENGTH
+
+
+def _config(tmp_path: Path, tiny_base: Path, tiny_data: dict[str, Path]) -> Path:
+    path = tmp_path / "recipe.toml"
+    path.write_text(f'base_model = "{tiny_base}"\ntrain_file = "{tiny_data["train"]}"\n'
+                    f'dev_file = "{tiny_data["dev"]}"\nmax_length = {MAX_LENGTH}\nbatch_size = 8\n'
+                    'pooling = "mean"\nfreeze_layers = 1\ncache_frozen = true\nthreads = 1\n')
+    return path
+
+
+def test_train_step_times_each_precision_on_the_same_batches(tiny_base: Path, tiny_data: dict[str, Path],
+                                                             tmp_path: Path) -> None:
+    from sitrep.bench.train_step import run_train_step, train_step_markdown
+
+    report = run_train_step(_config(tmp_path, tiny_base, tiny_data), ["none", "bf16"], steps=3, rounds=2,
+                            sentences=40, warmup=1)
+    rows = {r["precision"]: r for r in report["rows"]}
+    assert list(rows) == ["none", "bf16"] and report["cache_frozen"] and report["freeze_layers"] == 1
+    assert all(len(r["all_ms"]) == 2 * 3 and r["ms_per_step"] > 0 for r in rows.values())  # rounds x steps
+    assert rows["none"]["speedup"] == 1.0
+    assert rows["bf16"]["speedup"] == pytest.approx(rows["none"]["ms_per_step"] / rows["bf16"]["ms_per_step"],
+                                                    abs=0.01)
+    md = train_step_markdown(report)
+    assert "| none |" in md and "| bf16 |" in md and "native bf16" in md
+
+
+def test_train_step_cli_errors_are_one_line(tiny_base: Path, tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    config = _config(tmp_path, tiny_base, tiny_data)
+    result = CliRunner().invoke(app, ["bench", "train-step", "-c", str(config), "--precisions", "fp8"])
+    assert result.exit_code == 2 and "unknown precision ['fp8']" in result.output
+    assert "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["bench", "train-step", "-c", str(tmp_path / "nope.toml")])
+    assert result.exit_code == 2 and "nope.toml" in result.output and "Traceback" not in result.output
