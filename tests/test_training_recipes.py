@@ -406,7 +406,7 @@ def test_mixed_precision_picks_bf16_only_where_the_device_computes_it(monkeypatc
     monkeypatch.setattr(train_mod, "has_bf16", lambda: True)
     assert amp_dtype("cpu", "auto") is torch.bfloat16 and amp_dtype("cpu", "none") is None
     monkeypatch.setattr(train_mod, "has_bf16", lambda: False)
-    assert amp_dtype("cpu", "auto") is None  # emulated bf16 is slower than fp32
+    assert amp_dtype("cpu", "auto") is None  # no native bf16: fp32
     assert amp_dtype("cpu", "bf16") is torch.bfloat16  # asked for: given
     with pytest.raises(TrainingError, match="needs a CUDA device"):
         amp_dtype("cpu", "fp16")

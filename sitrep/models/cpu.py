@@ -17,7 +17,7 @@ from pathlib import Path
 
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni")
 # bf16 dot products in hardware (AVX512-BF16, AMX): there PyTorch's CPU autocast to bf16 runs training steps about
-# twice as fast as fp32 (`sitrep bench train-precision`); without them bf16 is emulated and slower than fp32.
+# twice as fast as fp32 (`sitrep bench train-step`); without them PyTorch emulates bf16, so training stays fp32.
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 

@@ -45,7 +45,7 @@ def amp_dtype(device_type: str, mode: str) -> Any:
     """The autocast dtype of training steps on `device_type` for `mixed_precision` = `mode` (None: fp32).
 
     "auto": on CUDA bf16 where supported, else fp16; on a CPU bf16 where it computes bf16 natively (AVX512-BF16,
-    AMX: `cpu.has_bf16`), where a step runs about twice as fast as in fp32, else fp32 (emulated bf16 is slower).
+    AMX: `cpu.has_bf16`), where a step runs about twice as fast as in fp32, else fp32 (PyTorch would emulate bf16).
     "bf16" asks for it anywhere; "fp16" only on CUDA (PyTorch's CPU autocast has no fp16 training path here).
     """
     import torch
