@@ -1,8 +1,8 @@
 """`sitrep bench train-step`: the classifier's training step in each mixed precision, side by side.
 
-What `sitrep train` repeats some 4,000 times is timed here as the recipe runs it: the config's base encoder and
-classifier head, its frozen layers (and their cached output, `cache_frozen`), length-bucketed batches of its
-training sentences, BCE loss, backward, gradient clipping and the AdamW step. Each precision (`none` = fp32,
+What `sitrep train` repeats some 5,600 times is timed here as the recipe runs it (`train.classifier_loss`): the config's base
+encoder and classifier head, its frozen layers (and their cached output, `cache_frozen`), length-bucketed batches
+of its training sentences, BCE loss, backward, gradient clipping and the AdamW step. Each precision (`none` = fp32,
 `bf16` = autocast as `sitrep train --mixed-precision bf16` runs it) gets `steps` timed steps after a warm-up,
 in alternating rounds (this machine drifts), on the same batches; the report gives the median ms per step of
 each and the ratio to the first. Weights change as the steps run; speed does not depend on them.
@@ -33,8 +33,7 @@ def run_train_step(
 
     from sitrep.models.corpus import read_many
     from sitrep.training.config import TrainConfig
-    from sitrep.training.frozen_prefix import forward_batch
-    from sitrep.training.train import Trainer, amp_dtype, train_batches
+    from sitrep.training.train import Trainer, amp_dtype, classifier_loss, train_batches
 
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad or not precisions:
@@ -55,15 +54,12 @@ def run_train_step(
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(params, lr=cfg.lr)
-        loss_fn = torch.nn.BCEWithLogitsLoss()
         lengths = np.asarray([len(x) for x in ids.ids])
         batches = train_batches(lengths, cfg.batch_size, cfg.seed)
         targets = torch.from_numpy(y)
 
         def step(idx: np.ndarray, dtype: Any) -> None:
-            with torch.autocast("cpu", dtype=dtype, enabled=dtype is not None):
-                logits = forward_batch(model, trainer.encoder, ids.ids, idx, trainer.device, prefix)[0].logits
-            loss_fn(logits.float(), targets[idx]).backward()
+            classifier_loss(model, trainer.encoder, ids.ids, idx, targets[idx], trainer.device, prefix, dtype).backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

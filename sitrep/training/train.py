@@ -63,6 +63,17 @@ def amp_dtype(device_type: str, mode: str) -> Any:
     return torch.bfloat16 if mode == "bf16" or has_bf16() else None
 
 
+def classifier_loss(model: Any, encoder: TextEncoder, ids: list[np.ndarray], idx: np.ndarray, targets: Any,
+                    device: Any, prefix: FrozenPrefix | None, amp_dtype: Any) -> Any:
+    """The BCE loss of training rows `idx` (`targets`: their label rows), the forward pass under autocast to
+    `amp_dtype` (None: fp32) and the loss in fp32: the step `Trainer.fit` repeats and `sitrep bench train-step` times."""
+    import torch
+
+    with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+        logits = forward_batch(model, encoder, ids, idx, device, prefix)[0].logits
+    return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), targets)
+
+
 def _seed_everything(seed: int) -> None:
     import torch
 
@@ -207,7 +218,6 @@ class Trainer:
             lambda s: (s + 1) / max(1, warmup) if s < warmup else max(0.0, (total_steps - s) / max(1, total_steps - warmup)),
         )
         scaler = torch.amp.GradScaler("cuda", enabled=self.amp_dtype == torch.float16)
-        loss_fn = torch.nn.BCEWithLogitsLoss()
 
         step, epoch, batch_in_epoch = 0, 0, 0
         best = {"macro_f1": -1.0, "step": 0, "epoch": 0}
@@ -238,9 +248,8 @@ class Trainer:
             for bi in range(batch_in_epoch, len(batches)):
                 idx = batches[bi]
                 target = torch.from_numpy(train_y[idx]).to(self.device)
-                with torch.autocast(self.device.type, dtype=self.amp_dtype, enabled=self.amp_dtype is not None):
-                    logits = forward_batch(self.model, self.encoder, train_ids, idx, self.device, prefix)[0].logits
-                loss = loss_fn(logits.float(), target) / cfg.grad_accum
+                loss = classifier_loss(self.model, self.encoder, train_ids, idx, target, self.device, prefix,
+                                       self.amp_dtype) / cfg.grad_accum
                 scaler.scale(loss).backward()
                 running = loss.item() * cfg.grad_accum if running is None else 0.9 * running + 0.1 * loss.item() * cfg.grad_accum
                 if (bi + 1) % cfg.grad_accum and bi + 1 < len(batches):
