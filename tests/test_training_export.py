@@ -434,3 +434,37 @@ def test_an_int8_file_over_the_size_budget_sends_export_to_the_rung_without_int8
     report = export_mod.export(copy2, data=tiny_data["dev"], gates=gates, log=lambda *_: None, portable=True)
     assert not any(a["recipe"]["storage_fallback"] for a in report["runtimes"]["onnx-int8"]["attempts"]
                    if "recipe" in a)
+
+
+def test_a_u8s8_file_over_the_size_budget_sends_export_to_the_later_u8s8_rungs(
+    tiny_bundle: Path, tiny_data: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A passing u8s8 recipe whose file ends above `int8_size_budget_mib` (its int8-row table failed, the fp16 one
+    passed) does not end the ladder: the later u8s8 rungs are tried, MatMulNBits and uint8 rungs are not, and the
+    smaller of the passing files is kept. Without a budget the first passing u8s8 rung ends the ladder."""
+    from sitrep.training import export as export_mod
+
+    u8s8 = [r for r in export_mod.LADDER if r.outlier_threshold == 4.0 and not r.attention_fp32]
+    others = [r for r in export_mod.LADDER if r.block_int8 or (r.weight_type == "uint8" and r.quantize)][:2]
+    assert len(u8s8) == 2 and all(export_mod.is_u8s8(r) for r in u8s8)
+    assert others and not any(export_mod.is_u8s8(r) for r in others)
+    monkeypatch.setattr(export_mod, "ladder", lambda **_: [u8s8[0], *others, u8s8[1]])
+    gates = tiny_gates()
+    gates.int8_size_budget_mib = 0.0  # every file is over it
+    logs: list[str] = []
+    copy = shutil.copytree(tiny_bundle, tmp_path / "b")
+    report = export_mod.export(copy, data=tiny_data["dev"], gates=gates, log=logs.append)
+    rungs = [a for a in report["runtimes"]["onnx-int8"]["attempts"] if "word_embeddings_gated" in a]
+    assert [a["recipe"]["name"] for a in rungs] == [u8s8[0].name, u8s8[1].name]  # the others skipped
+    assert all(a["passed"] for a in rungs)
+    assert any("trying the later u8s8 rungs" in line for line in logs)
+    kept_mib = (copy / "onnx" / "model.int8.onnx").stat().st_size / 2**20
+    assert kept_mib == pytest.approx(min(a["size_mb"] for a in rungs), abs=0.06)
+    assert "then" not in report["runtimes"]["onnx-int8"]
+    # without a budget the first passing u8s8 rung ends the ladder, as before
+    gates.int8_size_budget_mib = float("inf")
+    copy2 = shutil.copytree(tiny_bundle, tmp_path / "b2")
+    report = export_mod.export(copy2, data=tiny_data["dev"], gates=gates, log=lambda *_: None)
+    rungs = [a for a in report["runtimes"]["onnx-int8"]["attempts"] if "word_embeddings_gated" in a]
+    assert [a["recipe"]["name"] for a in rungs] == [u8s8[0].name]
+    assert load_bundle(copy2).manifest.export["int8_recipe"].startswith(u8s8[0].name)

@@ -13,7 +13,9 @@ then fp16: sitrep/training/embeddings.py; the first that passes), else with the 
 passing recipe the MatMul weights it left fp32 are then stored as fp16 in the
 file (sitrep/training/fp16_weights.py; they still run in fp32), kept if that passes the gate too. A uint8
 recipe whose file stays above the size budget (`Gates.int8_size_budget_mib`, 150 MiB) sends export on to
-the ladder's last rung, fp32 compute in a compact file, kept if it passes and is smaller.
+the ladder's last rung, fp32 compute in a compact file, kept if it passes and is smaller; a u8s8 recipe that
+passes only with the fp16 table (above the budget) sends it on to the later u8s8 rungs, whose int8-row table
+may pass (the twelfth-batch default: 205.8 MiB on the FFN-split rung, the FFN-and-QKV-split one within budget).
 Before all of it, export writes the tokenizer as a SentencePiece model for the runtime
 (sitrep/training/sentencepiece_model.py: a quarter of the memory of tokenizer.json's reader), kept if it
 gives the same ids on the parity sentences.
@@ -65,7 +67,8 @@ class Gates:
     int8_max_f1_drop: float = 0.005  # 0.5 point of macro-F1
     tokenizer_min_identical: float = 0.999  # SentencePiece vs tokenizer.json: sentences with identical ids
     # Not a gate but a preference: a passing uint8 recipe whose file ends above this (MiB; inf: no budget)
-    # sends export to the rung without int8 MatMuls, kept if it passes and its file is smaller.
+    # sends export to the rung without int8 MatMuls, a passing u8s8 one to the later u8s8 rungs; either is
+    # kept if none of those passes with a smaller file.
     int8_size_budget_mib: float = 150.0
 
 
@@ -152,6 +155,11 @@ LADDER = [
     QuantRecipe("no int8 MatMul (every MatMul fp32; only the storage is compact)", per_channel=True,
                 quantize=False, storage_fallback=True),
 ]
+
+
+def is_u8s8(recipe: QuantRecipe) -> bool:
+    """A dynamic int8-weight recipe on u8s8 kernels (not MatMulNBits, whose per-block activations are slower)."""
+    return recipe.quantize and recipe.weight_type == "int8" and recipe.per_channel and not recipe.block_int8
 
 
 def ladder(vnni: bool | None = None, portable: bool = False) -> list[QuantRecipe]:
@@ -575,10 +583,13 @@ def export(
     splits = OutlierSplits(bundle, opt, work, texts)
     ranking: list[tuple[str, float]] | None = None
     rungs = ladder(portable=portable)
-    kept: dict[str, Any] | None = None  # a passing uint8 recipe whose table stayed fp32, while the fallback is tried
-    for recipe in rungs:
-        if kept is not None and not recipe.storage_fallback:
-            continue  # after such a pass only the fallback rung, which is also the last resort when none passed
+    # A passing recipe held while later rungs are tried: a uint8 one whose table stayed fp32 or whose file is over
+    # the size budget (then only the fallback rung, also the last resort when none passed), or a u8s8 one over
+    # the budget (then only the later u8s8 rungs).
+    kept: dict[str, Any] | None = None
+    for i, recipe in enumerate(rungs):
+        if kept is not None and not (recipe.storage_fallback if kept["then"] == "fallback" else is_u8s8(recipe)):
+            continue
         exclude: list[str] = []
         src = opt if recipe.optimize else fp32
         split: dict[str, list[int]] = {}
@@ -643,20 +654,27 @@ def export(
                       "word_embeddings": storage, "fp32_weights_stored": weights, "file": candidate}
             size_mib = candidate.stat().st_size / 2**20
             over = size_mib > gates.int8_size_budget_mib
+            then = None
             if (((storage == "fp32" and word_embeddings) or over) and recipe.quantize
-                    and recipe.weight_type == "uint8" and kept is None and any(r.storage_fallback for r in rungs)):
-                kept = {**result, "file": work / "kept.int8.onnx"}
+                    and recipe.weight_type == "uint8" and any(r.storage_fallback for r in rungs)):
+                then = "fallback"
+            elif over and is_u8s8(recipe) and any(is_u8s8(r) for r in rungs[i + 1:]):
+                then = "u8s8"
+            if then is not None and kept is None:
+                kept = {**result, "file": work / "kept.int8.onnx", "then": then}
                 shutil.copyfile(candidate, kept["file"])
                 why = ("no compact word-embedding table passed on this recipe" if storage == "fp32" else
                        f"its file is {size_mib:.1f} MiB, over the {gates.int8_size_budget_mib:g} MiB budget")
-                log(f"      {why}: trying the rung without int8 MatMuls (kept if it passes with a smaller file)")
+                log(f"      {why}: trying " + ("the rung without int8 MatMuls" if then == "fallback" else
+                                             "the later u8s8 rungs") + " (kept if one passes with a smaller file)")
                 continue
             # After the fallback rung passed: the smaller of its file and the uint8 recipe's
             chosen = result if kept is None or size_mib < kept["file"].stat().st_size / 2**20 else kept
             break
     if chosen is None and kept is not None:
-        chosen = kept  # the fallback rung failed the gate: the passing uint8 recipe as it was
+        chosen = kept  # the later rungs failed the gate: the passing recipe as it was
     if chosen is not None:
+        chosen.pop("then", None)
         shutil.copyfile(chosen.pop("file"), int8)
         bundle = _register(bundle)
     if ranking is not None:
