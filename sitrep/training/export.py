@@ -660,16 +660,20 @@ def export(
                 then = "fallback"
             elif over and is_u8s8(recipe) and any(is_u8s8(r) for r in rungs[i + 1:]):
                 then = "u8s8"
-            if then is not None and kept is None:
+            kept_mib = kept["file"].stat().st_size / 2**20 if kept is not None else None
+            if then is not None and (kept is None or (kept["then"] == then == "u8s8" and size_mib < kept_mib)):
+                # held (or, a later u8s8 rung still over the budget with a smaller file, held instead)
                 kept = {**result, "file": work / "kept.int8.onnx", "then": then}
                 shutil.copyfile(candidate, kept["file"])
-                why = ("no compact word-embedding table passed on this recipe" if storage == "fp32" else
+            if then is not None and (kept["then"] == then):
+                why = ("no compact word-embedding table passed on this recipe"
+                       if storage == "fp32" and then == "fallback" else
                        f"its file is {size_mib:.1f} MiB, over the {gates.int8_size_budget_mib:g} MiB budget")
                 log(f"      {why}: trying " + ("the rung without int8 MatMuls" if then == "fallback" else
-                                             "the later u8s8 rungs") + " (kept if one passes with a smaller file)")
+                                             "the later u8s8 rungs") + " (the smallest passing file is kept)")
                 continue
-            # After the fallback rung passed: the smaller of its file and the uint8 recipe's
-            chosen = result if kept is None or size_mib < kept["file"].stat().st_size / 2**20 else kept
+            # Within the budget, or after the last rung held ones may try: the smaller of this file and the held one
+            chosen = result if kept is None or size_mib < kept_mib else kept
             break
     if chosen is None and kept is not None:
         chosen = kept  # the later rungs failed the gate: the passing recipe as it was

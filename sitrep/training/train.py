@@ -342,12 +342,14 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, force: bool = False
     out = prepare_out(out, force, resume)
     t0 = time.perf_counter()
     train_ex, dev_ex, calib_ex = read_splits(cfg)
+    # hashed as read, not at the end: a corpus changed during the run must not be recorded as the data trained on
+    data_hash = sha256_files([Path(f) for f in dict.fromkeys(cfg.train_files + cfg.dev_files + cfg.calibration_files)])
     _seed_everything(cfg.seed)
     trainer = Trainer(cfg, out)
     ids, y = trainer.encode(train_ex)
     t_prefix = time.perf_counter()
     prefix = trainer.frozen_prefix(ids.ids, progress)
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"data_hash": data_hash}
     if prefix is not None:
         extra["frozen_prefix"] = {"layers": prefix.layers, "mb": round(prefix.nbytes / 2**20, 1),
                                   "time_s": round(time.perf_counter() - t_prefix, 1)}
@@ -416,7 +418,7 @@ def finish_bundle(
         training={
             "config": cfg.to_json(),
             "data_hash": sha256_files([Path(f) for f in dict.fromkeys(
-                cfg.train_files + cfg.dev_files + cfg.calibration_files)]),
+                cfg.train_files + cfg.dev_files + cfg.calibration_files)]),  # `train` passes the hash as read
             "train_langs": sorted({e.lang for e in train_ex}),
             "n_train": len(train_ex),
             "n_dev": len(dev_ex),
