@@ -39,14 +39,18 @@ def cpu_flags() -> frozenset[str]:
     return frozenset((_cpuinfo("flags") or "").split())
 
 
+def _x86_with(flags: tuple[str, ...]) -> bool:
+    return platform.machine().lower() in ("x86_64", "amd64") and any(f in cpu_flags() for f in flags)
+
+
 def has_vnni() -> bool:
     """True when u8s8 int8 kernels cannot saturate here (x86 with AVX512-VNNI or AVX-VNNI)."""
-    return platform.machine().lower() in ("x86_64", "amd64") and any(f in cpu_flags() for f in VNNI_FLAGS)
+    return _x86_with(VNNI_FLAGS)
 
 
 def has_bf16() -> bool:
     """True when the CPU computes bf16 dot products natively (x86 with AVX512-BF16 or AMX-BF16)."""
-    return platform.machine().lower() in ("x86_64", "amd64") and any(f in cpu_flags() for f in BF16_FLAGS)
+    return _x86_with(BF16_FLAGS)
 
 
 def cpu_name() -> str:

@@ -661,11 +661,10 @@ def export(
             elif over and is_u8s8(recipe) and any(is_u8s8(r) for r in rungs[i + 1:]):
                 then = "u8s8"
             kept_mib = kept["file"].stat().st_size / 2**20 if kept is not None else None
-            if then is not None and (kept is None or (kept["then"] == then == "u8s8" and size_mib < kept_mib)):
-                # held (or, a later u8s8 rung still over the budget with a smaller file, held instead)
-                kept = {**result, "file": work / "kept.int8.onnx", "then": then}
-                shutil.copyfile(candidate, kept["file"])
-            if then is not None and (kept["then"] == then):
+            if then is not None:  # held while the later rungs are tried (a smaller over-budget u8s8 file replaces it)
+                if kept is None or size_mib < kept_mib:
+                    kept = {**result, "file": work / "kept.int8.onnx", "then": then}
+                    shutil.copyfile(candidate, kept["file"])
                 why = ("no compact word-embedding table passed on this recipe"
                        if storage == "fp32" and then == "fallback" else
                        f"its file is {size_mib:.1f} MiB, over the {gates.int8_size_budget_mib:g} MiB budget")

@@ -84,7 +84,7 @@ def soup(paths: list[str | Path], out: Path, method: str = "greedy", name: str |
     cfg.contrastive_steps = 0
     out = prepare_out(out, force)
     t0 = time.perf_counter()
-    train_ex, dev_ex, calib_ex = read_splits(cfg)
+    train_ex, dev_ex, calib_ex, data_hash = read_splits(cfg)
     trainer = Trainer(cfg, out)
     states = [load_file(str(b.hf_dir / "model.safetensors")) for b in bundles]
     model_keys = set(trainer.model.state_dict())
@@ -124,4 +124,4 @@ def soup(paths: list[str | Path], out: Path, method: str = "greedy", name: str |
     }
     result = {"steps": 0, "best": {"macro_f1": trials[-1]["dev_macro_f1"] if method == "uniform" else best},
               "history": trials}
-    return finish_bundle(trainer, cfg, out, train_ex, dev_ex, calib_ex, result, t0, {"soup": record})
+    return finish_bundle(trainer, cfg, out, train_ex, dev_ex, calib_ex, data_hash, result, t0, {"soup": record})

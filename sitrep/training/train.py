@@ -309,8 +309,10 @@ class Trainer:
         return {"steps": step, "best": best, "history": history, "dev_logits": best_dev_logits}
 
 
-def read_splits(cfg: TrainConfig) -> tuple[list[Example], list[Example], list[Example]]:
-    """The config's training, dev and calibration examples (calibration is dev unless a file is given)."""
+def read_splits(cfg: TrainConfig) -> tuple[list[Example], list[Example], list[Example], str]:
+    """The config's training, dev and calibration examples (calibration is dev unless a file is given), and the
+    SHA-256 of their files, taken as they are read: a corpus changed later in the run is not what the bundle records."""
+    data_hash = sha256_files([Path(f) for f in dict.fromkeys(cfg.train_files + cfg.dev_files + cfg.calibration_files)])
     train_ex = read_many(cfg.train_files, cfg.train_langs)
     dev_ex = read_many(cfg.dev_files, cfg.train_langs)
     calib_ex = dev_ex if cfg.calibration_files == cfg.dev_files else read_many(cfg.calibration_files, cfg.train_langs)
@@ -319,7 +321,7 @@ def read_splits(cfg: TrainConfig) -> tuple[list[Example], list[Example], list[Ex
     if not dev_ex or not calib_ex:
         raise TrainingError(f"no dev or calibration examples in {cfg.dev_files + cfg.calibration_files} for "
                             f"languages {cfg.train_langs}")
-    return train_ex, dev_ex, calib_ex
+    return train_ex, dev_ex, calib_ex, data_hash
 
 
 def prepare_out(out: Path, force: bool, resume: bool = False) -> Path:
@@ -341,15 +343,13 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, force: bool = False
     """Train and write a bundle at `out`. Returns the bundle path."""
     out = prepare_out(out, force, resume)
     t0 = time.perf_counter()
-    train_ex, dev_ex, calib_ex = read_splits(cfg)
-    # hashed as read, not at the end: a corpus changed during the run must not be recorded as the data trained on
-    data_hash = sha256_files([Path(f) for f in dict.fromkeys(cfg.train_files + cfg.dev_files + cfg.calibration_files)])
+    train_ex, dev_ex, calib_ex, data_hash = read_splits(cfg)
     _seed_everything(cfg.seed)
     trainer = Trainer(cfg, out)
     ids, y = trainer.encode(train_ex)
     t_prefix = time.perf_counter()
     prefix = trainer.frozen_prefix(ids.ids, progress)
-    extra: dict[str, Any] = {"data_hash": data_hash}
+    extra: dict[str, Any] = {}
     if prefix is not None:
         extra["frozen_prefix"] = {"layers": prefix.layers, "mb": round(prefix.nbytes / 2**20, 1),
                                   "time_s": round(time.perf_counter() - t_prefix, 1)}
@@ -363,7 +363,7 @@ def train(cfg: TrainConfig, out: Path, resume: bool = False, force: bool = False
             amp_dtype=trainer.amp_dtype,
         )
     result = trainer.fit(train_ex, dev_ex, resume=resume, progress=progress, prefix=prefix, encoded=(ids, y))
-    return finish_bundle(trainer, cfg, out, train_ex, dev_ex, calib_ex, result, t0, extra)
+    return finish_bundle(trainer, cfg, out, train_ex, dev_ex, calib_ex, data_hash, result, t0, extra)
 
 
 def _rows_in(subset: list[Example], pool: list[Example]) -> np.ndarray | None:
@@ -379,7 +379,7 @@ def _rows_in(subset: list[Example], pool: list[Example]) -> np.ndarray | None:
 
 def finish_bundle(
     trainer: Trainer, cfg: TrainConfig, out: Path, train_ex: list[Example], dev_ex: list[Example],
-    calib_ex: list[Example], result: dict[str, Any], t0: float, extra: dict[str, Any],
+    calib_ex: list[Example], data_hash: str, result: dict[str, Any], t0: float, extra: dict[str, Any],
 ) -> Path:
     """Calibrate the trained model, score every split, and write the bundle (training and `sitrep soup`)."""
     dev_logits = result.get("dev_logits")  # the selected checkpoint's, from training's own evaluation
@@ -417,8 +417,7 @@ def finish_bundle(
         calibration=calibration,
         training={
             "config": cfg.to_json(),
-            "data_hash": sha256_files([Path(f) for f in dict.fromkeys(
-                cfg.train_files + cfg.dev_files + cfg.calibration_files)]),  # `train` passes the hash as read
+            "data_hash": data_hash,
             "train_langs": sorted({e.lang for e in train_ex}),
             "n_train": len(train_ex),
             "n_dev": len(dev_ex),
