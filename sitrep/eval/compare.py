@@ -48,7 +48,7 @@ def compare_models(models: dict[str, Path], datasets: dict[str, Path], runtime: 
         predictor = load_predictor(path, runtime, threads=threads)
         for set_name, examples in sets.items():
             t0 = time.perf_counter()
-            preds = predictor.predict([e.text for e in examples])
+            preds = predictor.predict([e.text for e in examples], [e.context for e in examples])
             rows.append({"model": name, "path": str(path), "kind": predictor.kind, "runtime": predictor.runtime,
                          "version": predictor.version, "set": set_name,
                          **score_set(examples, preds.probs, preds.labels)})

@@ -39,7 +39,7 @@ class Predictor(Protocol):
     runtime: str
     thresholds: dict[str, float]
 
-    def predict(self, texts: list[str]) -> Predictions: ...
+    def predict(self, texts: list[str], contexts: list[str] | None = None) -> Predictions: ...
 
 
 class BundlePredictor:
@@ -64,7 +64,8 @@ class BundlePredictor:
         keep = ("label_agreement", "max_abs_prob_diff", "macro_f1_delta", "passed", "recipe")
         self.parity: dict[str, Any] | None = {k: parity.get(k) for k in keep} if parity else None
 
-    def predict(self, texts: list[str], chunk: int = 256) -> Predictions:
+    def predict(self, texts: list[str], contexts: list[str] | None = None, chunk: int = 256) -> Predictions:
+        """`contexts`: each text's previous sentence in its article ("" for none), read by bundles trained with it."""
         # Chunks only drive the progress bar: the runtime keeps input order within each call.
         probs, labels, truncated = [], [], []
         starts = range(0, len(texts), chunk)
@@ -75,7 +76,9 @@ class BundlePredictor:
             disable=not self.progress,
             dynamic_ncols=True,
         ):
-            result = self.classifier.classify(texts[start : start + chunk])
+            result = self.classifier.classify(
+                texts[start : start + chunk], contexts=None if contexts is None else contexts[start : start + chunk]
+            )
             probs.append(result.probs)
             labels.extend(result.labels)
             truncated.extend(result.truncated)
@@ -100,8 +103,8 @@ class TfidfPredictor:
         self.thresholds = dict(zip(LABELS, self.model.thresholds, strict=True))
         self.parity: dict[str, Any] | None = None  # one runtime: nothing to compare
 
-    def predict(self, texts: list[str]) -> Predictions:
-        probs, labels = self.model.predict(texts)
+    def predict(self, texts: list[str], contexts: list[str] | None = None) -> Predictions:
+        probs, labels = self.model.predict(texts)  # sentences alone: the baseline reads no context
         return Predictions(np.asarray(probs, dtype=np.float32), labels)
 
 

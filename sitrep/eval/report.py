@@ -227,7 +227,7 @@ def build_report(
     """Run the model (and the baseline) on the examples and assemble report.json's content."""
     texts = [e.text for e in examples]
     t0 = time.perf_counter()
-    preds = predictor.predict(texts)
+    preds = predictor.predict(texts, [e.context for e in examples])
     elapsed = time.perf_counter() - t0
     main = score(examples, preds, predictor.thresholds, n_errors)
     truncated_ids = [e.id for e, t in zip(examples, preds.truncated, strict=False) if t]

@@ -153,6 +153,12 @@ class Bundle:
         return [self.manifest.thresholds[label] for label in self.manifest.labels]
 
     @property
+    def context(self) -> str:
+        """"previous": the model was trained with each article sentence's previous sentence as a second segment
+        (the training config's `context`); "none" (and every bundle older than the option): sentences alone."""
+        return str(self.manifest.training.get("config", {}).get("context", "none"))
+
+    @property
     def dev_files(self) -> str | list[str]:
         """The labeled dev file(s) the bundle was trained with (export's and the int8 benches' default set)."""
         return self.manifest.training.get("config", {}).get("dev_file", "data/dev.jsonl")

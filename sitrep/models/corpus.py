@@ -21,6 +21,8 @@ class Example:
     topic: str = ""
     extra: dict = field(default_factory=dict)
     article_id: str = ""  # whole-article corpus: the article the sentence belongs to
+    position: int = -1  # whole-article corpus: the sentence's place in its article (0 = first)
+    context: str = ""  # whole-article corpus: the article's previous sentence ("" for the first, or none)
 
 
 class CorpusError(ValueError):
@@ -28,8 +30,8 @@ class CorpusError(ValueError):
 
 
 def read_examples(path: str | Path, langs: list[str] | None = None) -> list[Example]:
-    """Read labeled JSONL (`id`, `text`, `labels`, optional `lang`, `topic`, `article_id`; other fields are
-    ignored).
+    """Read labeled JSONL (`id`, `text`, `labels`, optional `lang`, `topic`, `article_id`, `position`; other
+    fields are ignored). Article sentences get their article's previous sentence as `context`.
 
     Every row needs `labels`, a list (`[]` for a sentence with none of the labels): a row without it is an
     error, not a silent background sentence, and `"labels": "claim"` is not read as five one-letter labels.
@@ -46,7 +48,17 @@ def read_examples(path: str | Path, langs: list[str] | None = None) -> list[Exam
                 raise CorpusError(f"{p}:{lineno}: {exc}") from exc
     except JsonlError as exc:
         raise CorpusError(str(exc)) from exc
+    attach_context(out)
     return out
+
+
+def attach_context(examples: list[Example]) -> None:
+    """Give each article sentence the text of the sentence before it in its article (`context`), where that
+    sentence is among `examples`; a sentence corpus line (no `article_id`) keeps an empty context."""
+    text_at = {(e.article_id, e.position): e.text for e in examples if e.article_id and e.position >= 0}
+    for e in examples:
+        if e.article_id and e.position > 0:
+            e.context = text_at.get((e.article_id, e.position - 1), "")
 
 
 def _example(row: dict) -> Example:
@@ -72,7 +84,16 @@ def _example(row: dict) -> Example:
         lang=str(row.get("lang") or "und"),
         topic=str(row.get("topic") or ""),
         article_id=str(row.get("article_id") or ""),
+        position=_position(row.get("position")),
     )
+
+
+def _position(value: object) -> int:
+    if value is None:
+        return -1
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise CorpusError(f"'position' must be a non-negative integer, got {json.dumps(value)[:40]}")
+    return value
 
 
 def _files(paths: str | Path | list[str] | list[Path]) -> list[str | Path]:

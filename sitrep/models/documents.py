@@ -5,6 +5,7 @@
     plan.add_document(article)                     # item 1: one entry per sentence, with offsets
     result = classifier.classify(plan.texts)       # one call for every sentence of every item
     plan.parts[1].slice(result.probs)              # item 1's rows, in sentence order
+    classifier.classify(plan.texts, contexts=plan.contexts)  # each document sentence with the one before it
 
 The HTTP API (document mode) and `sitrep score --documents` both plan their work with this class.
 """
@@ -40,10 +41,14 @@ class Part:
 class FlatPlan:
     texts: list[str] = field(default_factory=list)
     parts: list[Part] = field(default_factory=list)
+    # Each entry's previous sentence in its document ("" for a single text and a document's first sentence): read
+    # by bundles trained with document context (`Classifier.uses_context`), ignored by the others.
+    contexts: list[str] = field(default_factory=list)
 
     def add_text(self, text: str) -> Part:
         part = Part(len(self.texts), 1)
         self.texts.append(text)
+        self.contexts.append("")
         self.parts.append(part)
         return part
 
@@ -52,6 +57,7 @@ class FlatPlan:
         sentences = split_sentences(document)
         part = Part(len(self.texts), len(sentences), sentences)
         self.texts.extend(s.text for s in sentences)
+        self.contexts.extend(["", *(s.text for s in sentences[:-1])][: len(sentences)])
         self.parts.append(part)
         return part
 

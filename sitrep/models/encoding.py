@@ -49,26 +49,49 @@ class TextEncoder:
         self.tokenizer.enable_truncation(max_length)
         pad = self.tokenizer.token_to_id("<pad>")
         self.pad_id = 1 if pad is None else pad
+        eos = self.tokenizer.token_to_id("</s>")
+        self.eos_id = 2 if eos is None else eos
 
     @classmethod
     def for_bundle(cls, bundle: Any) -> TextEncoder:
         """The encoder a bundle's runtimes use: its SentencePiece model where export wrote one."""
         return cls(bundle.tokenizer_file, bundle.max_length, bundle.spm_file)
 
-    def encode(self, texts: list[str]) -> Encoded:
+    def encode(self, texts: list[str], contexts: list[str] | None = None) -> Encoded:
+        """Token ids of `texts`; with `contexts` (one per text, "" for none), each text as the first segment and
+        its context as the second, XLM-R's pair layout ``<s> text </s></s> context </s>``. The text keeps its
+        place and length (cut to max_length as alone); the context fills what room is left and is cut first."""
         if self.spm is not None:
             # Same layout as tokenizer.json's template: <s> pieces </s>, the pieces cut to fit max_length.
             room = self.max_length - 2
             pieces = self.spm.encode(texts) if texts else []
-            return Encoded(
+            encoded = Encoded(
                 ids=[np.asarray([self.bos_id, *p[:room], self.eos_id], dtype=np.int64) for p in pieces],
                 truncated=[len(p) > room for p in pieces],
             )
-        encodings = self.tokenizer.encode_batch(texts)
-        return Encoded(
-            ids=[np.asarray(e.ids, dtype=np.int64) for e in encodings],
-            truncated=[bool(e.overflowing) for e in encodings],
-        )
+        else:
+            encodings = self.tokenizer.encode_batch(texts)
+            encoded = Encoded(
+                ids=[np.asarray(e.ids, dtype=np.int64) for e in encodings],
+                truncated=[bool(e.overflowing) for e in encodings],
+            )
+        if contexts is None:
+            return encoded
+        if len(contexts) != len(texts):
+            raise ValueError(f"{len(contexts)} contexts for {len(texts)} texts")
+        which = [i for i, c in enumerate(contexts) if c and self.max_length - len(encoded.ids[i]) >= 3]
+        for i, ctx in zip(which, self._pieces([contexts[i] for i in which]), strict=True):
+            room = self.max_length - len(encoded.ids[i]) - 2
+            encoded.ids[i] = np.concatenate([encoded.ids[i], np.asarray([self.eos_id, *ctx[:room], self.eos_id], dtype=np.int64)])
+        return encoded
+
+    def _pieces(self, texts: list[str]) -> list[list[int]]:
+        """Token ids without the special tokens."""
+        if not texts:
+            return []
+        if self.spm is not None:
+            return self.spm.encode(texts)
+        return [e.ids for e in self.tokenizer.encode_batch(texts, add_special_tokens=False)]
 
     def pad(self, ids: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
         """Right-pad a batch to its longest member: (input_ids, attention_mask), both int64 [B, L]."""

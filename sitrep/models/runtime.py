@@ -225,8 +225,15 @@ class Classifier:
         """The model runs on a GPU (runtime `cuda`, or `torch` on a CUDA device)."""
         return self.backend.on_gpu
 
-    def encode(self, texts: list[str]) -> Encoded:
-        return self.encoder.encode(texts)
+    @property
+    def uses_context(self) -> bool:
+        """The bundle reads a sentence's previous sentence of its document (`contexts` below) when given one."""
+        return self.bundle.context == "previous"
+
+    def encode(self, texts: list[str], contexts: list[str] | None = None) -> Encoded:
+        """Token ids; `contexts` (each text's previous sentence in its document, "" for none) are used only where
+        the bundle was trained with them, and ignored otherwise."""
+        return self.encoder.encode(texts, contexts if self.uses_context else None)
 
     def logits_encoded(
         self, encoded: Encoded, batch_size: int = 32, max_tokens: int | None = None, timings: Timings | None = None
@@ -237,8 +244,8 @@ class Classifier:
             self.encoder, self.backend, encoded, batch_size, max_tokens, timings, self.overhead_tokens
         )
 
-    def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
-        return self.logits_encoded(self.encode(texts), batch_size)
+    def logits(self, texts: list[str], batch_size: int = 32, contexts: list[str] | None = None) -> np.ndarray:
+        return self.logits_encoded(self.encode(texts, contexts), batch_size)
 
     def classify(
         self,
@@ -246,10 +253,11 @@ class Classifier:
         batch_size: int = 32,
         thresholds: list[float] | np.ndarray | None = None,
         max_tokens: int | None = None,
+        contexts: list[str] | None = None,
     ) -> Result:
         timings = Timings()
         t0 = time.perf_counter()
-        encoded = self.encode(list(texts))
+        encoded = self.encode(list(texts), contexts)
         timings.tokenize_s = time.perf_counter() - t0
         return self.classify_encoded(encoded, batch_size, thresholds, max_tokens, timings)
 

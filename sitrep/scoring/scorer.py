@@ -82,7 +82,7 @@ class ChunkScorer:
                 index.append(i)
                 starts.append(s.start)
                 ends.append(s.end)
-        encoded = self.clf.encode(plan.texts)
+        encoded = self.clf.encode(plan.texts, plan.contexts)
         return Prepared(ids, plan.texts, encoded, rejects, time.perf_counter() - t0, index, starts, ends)
 
     def run(self, prepared: Prepared, timings: Timings | None = None) -> Result:

@@ -177,7 +177,7 @@ async def _classify(state: ServiceState, limits: Limits, request: ClassifyReques
     model = state.models.current
     cut = threshold_cut(model.classifier.thresholds, request.threshold_overrides())
     try:
-        result = await state.batcher.submit(plan.texts, model, cut, settings.long_text == "refuse")
+        result = await state.batcher.submit(plan.texts, model, cut, settings.long_text == "refuse", plan.contexts)
     except Overloaded as exc:
         return error_response(
             503,

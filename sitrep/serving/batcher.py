@@ -81,6 +81,7 @@ class Job:
     refuse_truncated: bool
     future: asyncio.Future[JobResult]
     enqueued: float = field(default_factory=time.perf_counter)
+    contexts: list[str] | None = None  # each text's previous sentence in its document (document mode)
 
 
 class Batcher:
@@ -138,8 +139,12 @@ class Batcher:
         model: LoadedModel,
         thresholds: np.ndarray | None = None,
         refuse_truncated: bool = False,
+        contexts: list[str] | None = None,
     ) -> JobResult:
-        """Classify `texts` with `model` in the next batch; raises Overloaded when the queue is full."""
+        """Classify `texts` with `model` in the next batch; raises Overloaded when the queue is full.
+
+        `contexts`: each text's previous sentence in its document ("" for none), read where the model was trained
+        with document context."""
         n = len(texts)
         if not self.alive and not self._closing:
             raise RuntimeError("the batch collector is not running")
@@ -153,7 +158,8 @@ class Batcher:
                 f"limit {self.config.queue_limit}); retry after the delay in Retry-After",
                 "queue_full",
             )
-        job = Job(texts, model, thresholds, refuse_truncated, asyncio.get_running_loop().create_future())
+        job = Job(texts, model, thresholds, refuse_truncated, asyncio.get_running_loop().create_future(),
+                  contexts=contexts)
         gap = min(10 * self.config.max_wait_ms / 1000, job.enqueued - self._last_arrival)
         self._gap_s = 0.5 * self._gap_s + 0.5 * gap
         self._last_arrival = job.enqueued
@@ -244,7 +250,8 @@ class Batcher:
     def _infer(self, jobs: list[Job]) -> list[JobResult | Exception]:
         """Runs on the inference thread: one tokenizer call, one runtime call, results split per job."""
         clf = jobs[0].model.classifier
-        encoded = clf.encode([t for j in jobs for t in j.texts])
+        contexts = ([c for j in jobs for c in (j.contexts or [""] * len(j.texts))] if clf.uses_context else None)
+        encoded = clf.encode([t for j in jobs for t in j.texts], contexts)
         outcomes: list[JobResult | Exception | None] = [None] * len(jobs)
         keep: list[int] = []
         offset = 0

@@ -51,6 +51,11 @@ class RequestPlan:
     def texts(self) -> list[str]:
         return self.flat.texts
 
+    @property
+    def contexts(self) -> list[str]:
+        """Each sentence's previous sentence in its document ("" for none): for bundles trained with context."""
+        return self.flat.contexts
+
 
 def plan_request(limits: Limits, items: list[Item]) -> RequestPlan:
     """Check the instance's limits and flatten the items. Raises ApiError (422) naming the item."""

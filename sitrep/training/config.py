@@ -9,6 +9,7 @@ from typing import Any
 
 # Autocast of the training steps (`train.amp_dtype` maps each to a dtype on the device at hand).
 MIXED_PRECISION = ("auto", "bf16", "fp16", "none")
+CONTEXTS = ("none", "previous")
 
 
 @dataclass
@@ -45,6 +46,9 @@ class TrainConfig:
     # (sitrep/training/frozen_prefix.py; no dropout inside the frozen layers). False = run it every step.
     cache_frozen: bool = False
     pooling: str = "cls"  # "cls": the library's head on the first token; "mean": mean over tokens
+    # Document context: "previous" gives an article sentence its article's previous sentence as a second segment
+    # (models/encoding.py), in training and wherever the bundle is run on documents; "none": each sentence alone.
+    context: str = "none"
     # A contrastive first stage (SetFit-style, sitrep/training/contrastive.py) on in-batch sentence pairs
     # before the classifier is trained; 0 = none.
     contrastive_steps: int = 0
@@ -76,6 +80,8 @@ class TrainConfig:
         if cfg.threshold_rule not in THRESHOLD_RULES:
             raise ValueError(f"{path or 'config'}: threshold_rule {cfg.threshold_rule!r} is not one of "
                              f"{', '.join(THRESHOLD_RULES)}")
+        if cfg.context not in CONTEXTS:
+            raise ValueError(f"{path or 'config'}: context {cfg.context!r} is not one of {', '.join(CONTEXTS)}")
         if cfg.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"{path or 'config'}: mixed_precision {cfg.mixed_precision!r} is not one of "
                              f"{', '.join(MIXED_PRECISION)}")

@@ -134,7 +134,7 @@ def run_crosslingual(
         }
         scores[key] = {}
         for split, examples in splits.items():
-            preds = predictor.predict([e.text for e in examples])
+            preds = predictor.predict([e.text for e in examples], [e.context for e in examples])
             scores[key][split] = score(examples, preds, predictor.thresholds, n_errors=None)
     result = summarize(scores, models, splits, source_lang, all_langs)
     result.update(

@@ -318,9 +318,12 @@ def probs_with(bundle: Bundle, path: Path, texts: list[str]) -> np.ndarray:
 
 def gate_compare(
     bundle: Bundle, path: Path, texts: list[str], ref: np.ndarray, y: np.ndarray, gates: Gates, chunk: int = 128,
-    groups: list[str] | None = None,
+    groups: list[str] | None = None, contexts: list[str] | None = None,
 ) -> tuple[dict[str, Any], bool]:
     """Score an int8 candidate against torch on `texts`, chunk by chunk; (comparison, passed).
+
+    `contexts`: each text's previous sentence in its article, for a bundle trained with document context (the
+    inputs `ref` was computed on).
 
     `groups`: each sentence's dev file. The agreement gate then holds on every file on its own as well as
     on the whole (`passes`): the article dev split is where the model is used, and the sentence dev's
@@ -341,11 +344,13 @@ def gate_compare(
     allowed = {g: (1.0 - gates.int8_min_agreement) * int(np.sum(names == g)) for g in dict.fromkeys(names)}
     order = hardest_first(ref, bundle.thresholds)
     o_texts, o_ref, o_y, o_names = [texts[i] for i in order], ref[order], y[order], names[order]
+    o_contexts = None if contexts is None else [contexts[i] for i in order]
     parts: list[np.ndarray] = []
     done = 0
     disagree = dict.fromkeys(allowed, 0)
     while done < len(o_texts):
-        probs = clf.classify(o_texts[done : done + chunk]).probs
+        probs = clf.classify(o_texts[done : done + chunk],
+                             contexts=None if o_contexts is None else o_contexts[done : done + chunk]).probs
         flips = np.any(decisions(probs, bundle.thresholds) != decisions(o_ref[done : done + len(probs)],
                                                                        bundle.thresholds), axis=1)
         for g in o_names[done : done + len(probs)][flips]:
@@ -360,7 +365,7 @@ def gate_compare(
     ok = done == len(texts) and passes(cmp, gates)
     if not ok:
         return cmp, False
-    in_order = {**gate_figures(ref, clf.classify(texts).probs, y, bundle.thresholds, groups),
+    in_order = {**gate_figures(ref, clf.classify(texts, contexts=contexts).probs, y, bundle.thresholds, groups),
                 "scored": len(texts), "n": len(texts)}
     both = {"hardest_first": cmp["label_agreement"], "in_order": in_order["label_agreement"]}
     worse = in_order if in_order["label_agreement"] < cmp["label_agreement"] else cmp
@@ -551,6 +556,9 @@ def export(
     data = data or bundle.dev_files
     examples, groups = read_with_sources(data, limit)
     texts = [e.text for e in examples]
+    # A bundle trained with document context is compared on the inputs it is run on: each article sentence with
+    # the one before it (sitrep/models/encoding.py); other bundles ignore contexts.
+    contexts = [e.context for e in examples]
     y = label_matrix(examples)
     thresholds = bundle.thresholds
     onnx_dir = bundle.path / "onnx"
@@ -564,14 +572,14 @@ def export(
     bundle = _register(bundle)
 
     log(f"[1/4] torch fp32 reference on {len(texts)} sentences from {data}")
-    ref = load(bundle, "torch", device="cpu").classify(texts).probs
+    ref = load(bundle, "torch", device="cpu").classify(texts, contexts=contexts).probs
     f_ref, _ = macro_f1(y, decisions(ref, thresholds))
 
     log("[2/4] ONNX fp32 export")
     fp32 = bundle.path / ONNX_FILES["onnx"]
     _export_fp32(bundle, fp32)
     bundle = _register(bundle)
-    cmp = compare(ref, load(bundle, "onnx").classify(texts).probs, y, thresholds)
+    cmp = compare(ref, load(bundle, "onnx").classify(texts, contexts=contexts).probs, y, thresholds)
     onnx_parity = Parity("onnx", **cmp, passed=cmp["max_abs_prob_diff"] <= gates.fp32_max_abs_prob)
 
     log("[3/4] int8: transformer optimizer + dynamic quantization ladder")
@@ -617,7 +625,7 @@ def export(
         else:
             shutil.copyfile(src, candidate)
         base = {"recipe": asdict(recipe), "fp32_nodes": exclude}
-        gate_args = {"texts": texts, "ref": ref, "y": y, "gates": gates, "groups": groups}
+        gate_args = {"texts": texts, "ref": ref, "y": y, "gates": gates, "groups": groups, "contexts": contexts}
         # The gate judges the file that would ship: with the word-embedding table stored compactly (each storage in
         # order, the first that passes), or, if none passes, as it is. Gating the fp32-table file first would judge
         # another file: near the gate, a change as small as the table's storage or the LayerNorm kernel flips
@@ -696,7 +704,7 @@ def export(
     optimize_graph(bundle, fp32, fp16, fp16=True)
     bundle = _register(bundle)
     try:
-        cmp = compare(ref, load(bundle, "cuda").classify(texts).probs, y, thresholds)
+        cmp = compare(ref, load(bundle, "cuda").classify(texts, contexts=contexts).probs, y, thresholds)
         fp16_parity = Parity("cuda", **cmp, passed=cmp["label_agreement"] >= gates.int8_min_agreement)
     except RuntimeUnavailable as exc:
         fp16_parity = Parity("cuda", None, None, None, None, passed=None,

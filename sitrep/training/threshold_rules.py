@@ -34,7 +34,7 @@ def compare_rules(
     examples = read_examples(data)
     groups = article_groups(examples)
     clf = load(bundle, runtime)
-    logits = clf.logits([e.text for e in examples])
+    logits = clf.logits([e.text for e in examples], contexts=[e.context for e in examples])
     result = rules_cv(logits, label_matrix(examples).astype(np.int64), groups, rules, splits, holdout, seed)
     return {"bundle": str(bundle), "data": str(data), "runtime": runtime, "seed": seed,
             "bundle_rule": clf.bundle.manifest.training.get("config", {}).get("threshold_rule", "f1"),

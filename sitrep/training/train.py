@@ -153,7 +153,8 @@ class Trainer:
 
     # --- data ---------------------------------------------------------------------------------
     def encode(self, examples: list[Example]) -> tuple[Encoded, np.ndarray]:
-        return self.encoder.encode([e.text for e in examples]), label_matrix(examples).astype(np.float32)
+        contexts = [e.context for e in examples] if self.cfg.context == "previous" else None
+        return self.encoder.encode([e.text for e in examples], contexts), label_matrix(examples).astype(np.float32)
 
     def predict_logits(self, encoded: Encoded) -> np.ndarray:
         """Dev/test logits through the runtime's batching, on the model being trained."""
