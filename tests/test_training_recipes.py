@@ -232,7 +232,7 @@ def test_the_int8_gate_also_scores_the_data_in_its_own_order(
     flipped = 1.0 - decisions(ref[:1], bundle.thresholds)[0].astype(float)  # every decision of sentence 0 flipped
 
     class BatchDependent:
-        def classify(self, batch: list[str]) -> SimpleNamespace:
+        def classify(self, batch: list[str], contexts: list[str] | None = None) -> SimpleNamespace:
             probs = ref[[row[t] for t in batch]].copy()
             if len(batch) == len(texts):  # only the whole set in one call changes sentence 0
                 probs[batch.index(texts[0])] = flipped
