@@ -89,6 +89,10 @@ def test_soup_of_seeds_is_a_working_bundle(tiny_base: Path, tiny_data: dict, tmp
     cls = train(tiny_config(tiny_base, tiny_data, max_steps=2), tmp_path / "cls", progress=False)
     with pytest.raises(TrainingError, match="pooling"):
         soup([seeds[0], cls], tmp_path / "bad", log=lambda *_: None, progress=False)
+    ctx = train(tiny_config(tiny_base, tiny_data, pooling="mean", max_steps=2, context="previous"), tmp_path / "ctx",
+                progress=False)
+    with pytest.raises(TrainingError, match="context"):  # read with other inputs: not the same start
+        soup([seeds[0], ctx], tmp_path / "bad-ctx", log=lambda *_: None, progress=False)
     with pytest.raises(TrainingError, match="at least two"):
         soup([seeds[0]], tmp_path / "one", log=lambda *_: None, progress=False)
 

@@ -29,7 +29,7 @@ from sitrep.training.train import Trainer, TrainingError, finish_bundle, prepare
 
 METHODS = ("greedy", "uniform")
 # What every ingredient must share for their weights to be averaged meaningfully.
-SAME = ("base_model", "pooling", "max_length")
+SAME = ("base_model", "pooling", "max_length", "context")
 
 
 def _config(bundle: Bundle) -> TrainConfig:
@@ -42,7 +42,8 @@ def _dev_f1(bundle: Bundle) -> float:
 
 
 def check_ingredients(bundles: list[Bundle]) -> list[TrainConfig]:
-    """Their configs; raises TrainingError unless they share base model, pooling, length and labels."""
+    """Their configs; raises TrainingError unless they share base model, pooling, length, document context and
+    labels."""
     if len(bundles) < 2:
         raise TrainingError("a soup needs at least two bundles")
     configs = [_config(b) for b in bundles]
