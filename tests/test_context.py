@@ -179,3 +179,28 @@ def test_documents_carry_context_in_batch_scoring_and_in_the_service(tiny_bundle
         return doc.probs
 
     np.testing.assert_allclose(asyncio.run(serve()), expected, atol=2e-5)
+
+
+def test_eval_report_gives_the_model_and_a_bundle_baseline_the_article_contexts(tiny_bundle: Path,
+                                                                                 tmp_path: Path) -> None:
+    """`sitrep eval --baseline` may compare two bundles: each gets the article contexts, and reads them if it was
+    trained with them."""
+    from sitrep.eval.predictors import BundlePredictor
+    from sitrep.eval.report import build_report
+    from sitrep.models.corpus import read_examples
+
+    rows = [json.loads(line) for line in (DATA / "articles" / "dev.jsonl").read_text().splitlines()[:40]]
+    path = _rows(tmp_path / "articles.jsonl", rows)
+    examples = read_examples(path)
+    received: list[list[str] | None] = []
+
+    class Recording(BundlePredictor):
+        def predict(self, texts, contexts=None, chunk=256):  # type: ignore[no-untyped-def]
+            received.append(contexts)
+            return super().predict(texts, contexts, chunk)
+
+    model = Recording(tiny_bundle, "onnx")
+    baseline = Recording(_with_context(tiny_bundle, tmp_path / "ctx"), "onnx")
+    report = build_report(examples, model, path, baseline=baseline)
+    assert received == [[e.context for e in examples]] * 2 and any(received[0])
+    assert report["baseline"] is not None

@@ -225,9 +225,9 @@ def build_report(
     command: str | None = None,
 ) -> dict[str, Any]:
     """Run the model (and the baseline) on the examples and assemble report.json's content."""
-    texts = [e.text for e in examples]
+    texts, contexts = [e.text for e in examples], [e.context for e in examples]
     t0 = time.perf_counter()
-    preds = predictor.predict(texts, [e.context for e in examples])
+    preds = predictor.predict(texts, contexts)
     elapsed = time.perf_counter() - t0
     main = score(examples, preds, predictor.thresholds, n_errors)
     truncated_ids = [e.id for e, t in zip(examples, preds.truncated, strict=False) if t]
@@ -259,7 +259,7 @@ def build_report(
         )
     if baseline is not None:
         t0 = time.perf_counter()
-        base_preds = baseline.predict(texts)
+        base_preds = baseline.predict(texts, contexts)  # a bundle baseline may read context too
         report["timing_s"]["baseline"] = round(time.perf_counter() - t0, 2)
         base = score(examples, base_preds, baseline.thresholds, n_errors=None)
         report["baseline"] = {"model": model_info(baseline), "runtime": baseline.runtime, **base}

@@ -215,6 +215,9 @@ class Classifier:
         self.encoder = encoder or TextEncoder.for_bundle(bundle)
         self.thresholds = np.asarray(bundle.thresholds, dtype=np.float32)
         self.overhead_tokens = CALL_OVERHEAD_TOKENS if split_batches and not backend.on_gpu else None
+        # The bundle reads a sentence's previous sentence in its document (`contexts` below) when given one: read from
+        # the manifest once here, not on every request.
+        self.uses_context = bundle.context == "previous"
 
     @property
     def labels(self) -> list[str]:
@@ -224,11 +227,6 @@ class Classifier:
     def on_gpu(self) -> bool:
         """The model runs on a GPU (runtime `cuda`, or `torch` on a CUDA device)."""
         return self.backend.on_gpu
-
-    @property
-    def uses_context(self) -> bool:
-        """The bundle reads a sentence's previous sentence of its document (`contexts` below) when given one."""
-        return self.bundle.context == "previous"
 
     def encode(self, texts: list[str], contexts: list[str] | None = None) -> Encoded:
         """Token ids; `contexts` (each text's previous sentence in its document, "" for none) are used only where
