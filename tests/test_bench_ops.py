@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from sitrep.cli import app
 
 
-def test_kernel_times_sum_by_op_and_tell_the_outlier_split_apart() -> None:
+def test_kernel_times_sum_by_op_and_tell_the_outlier_split_and_smoothing_apart() -> None:
     from sitrep.bench.ops import kernel_times
 
     events = [
@@ -19,12 +19,13 @@ def test_kernel_times_sum_by_op_and_tell_the_outlier_split_apart() -> None:
         {"cat": "Node", "name": "/l0/fc1/MatMul/outliers_fp32_kernel_time", "dur": 10, "args": {"op_name": "MatMul"}},
         {"cat": "Node", "name": "/l0/fc1/MatMul/recombine_kernel_time", "dur": 5, "args": {"op_name": "Add"}},
         {"cat": "Node", "name": "/l0/Add_kernel_time", "dur": 5, "args": {"op_name": "Add"}},
+        {"cat": "Node", "name": "/l1/fc1/MatMul/smooth_kernel_time", "dur": 3, "args": {"op_name": "Mul"}},
         {"cat": "Node", "name": "/l0/Add_fence_before", "dur": 99, "args": {"op_name": "Add"}},
         {"cat": "Session", "name": "model_run", "dur": 1000},
     ]
     by_op, count, by_part = kernel_times(events)
-    assert by_op["Add"] == 10 and count["Add"] == 2 and by_op["DynamicQuantizeMatMul"] == 70
-    assert by_part == {"model": 75, "outlier split": 25}
+    assert by_op["Add"] == 10 and count["Add"] == 2 and by_op["DynamicQuantizeMatMul"] == 70 and by_op["Mul"] == 8
+    assert by_part == {"model": 75, "outlier split": 25, "smoothing": 3}
 
     # The first run (warm-up) is left out: its kernels end before its `model_run` does.
     runs = [{"cat": "Session", "name": "model_run", "ts": 0, "dur": 50},

@@ -120,8 +120,8 @@ def test_bench_int8_compares_settings_against_fp32(tiny_bundle: Path, tmp_path: 
     # one dev file: the gate is export's on the whole set, and no file is named as failing
     assert all(r["passes_gate"] == (r["label_agreement"] >= 0.99 and -r["macro_f1_delta"] <= 0.005)
                and r["failed_files"] == [] for r in rows)
-    assert "| weights | FFN | fp32 weights stored | outlier threshold |" in (tmp_path / "m.md").read_text()
-    assert "| batch-1 ms | gate |" in (tmp_path / "m.md").read_text()
+    assert "| weights | FFN | fp32 weights stored | outlier threshold (or smoothing) |" in (tmp_path / "m.md").read_text()
+    assert "| batch-1 ms | batch 1, × the first row | gate |" in (tmp_path / "m.md").read_text()
     assert (tiny_bundle / "manifest.json").read_bytes() == manifest  # the bundle is left as it was
     bad = CliRunner().invoke(app, ["bench", "int8", str(tiny_bundle), "--weights", "int4"])
     assert bad.exit_code == 2 and "int8 and/or uint8" in bad.output
@@ -169,3 +169,29 @@ def test_batch1_ms_times_single_sentence_calls_after_a_warm_up() -> None:
     assert ms is not None and ms >= 0
     # two warm-up calls, then one call per sentence, each a single sentence at batch size 1
     assert calls == [(["a"], 1), (["b"], 1), (["a"], 1), (["b"], 1), (["c"], 1)]
+
+
+def test_batch1_interleaved_takes_turns_and_pairs_each_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rows' models take turns on each sentence, and each row's speed-up over the first is the median of the
+    per-sentence ratios (a fake clock: model A takes 4 ticks a call, model B 1, model C 2)."""
+    from sitrep.bench import int8 as int8_mod
+
+    clock = [0.0]
+    monkeypatch.setattr(int8_mod.time, "perf_counter", lambda: clock[0])
+    calls: list[tuple[str, str]] = []
+
+    class Fake:
+        def __init__(self, name: str, cost: float) -> None:
+            self.name, self.cost = name, cost
+
+        def classify(self, texts: list[str], batch_size: int = 32) -> None:
+            assert batch_size == 1 and len(texts) == 1
+            calls.append((self.name, texts[0]))
+            clock[0] += self.cost
+
+    medians, ratios = int8_mod.batch1_interleaved([Fake("A", 4.0), Fake("B", 1.0), Fake("C", 2.0)],
+                                                  ["x", "y", "z"], 2, warmup=1)
+    assert calls == [("A", "x"), ("B", "x"), ("C", "x"), ("A", "x"), ("B", "x"), ("C", "x"), ("A", "y"), ("B", "y"),
+                     ("C", "y")]
+    assert medians == [4000.0, 1000.0, 2000.0] and ratios == [1.0, 4.0, 2.0]
+    assert int8_mod.batch1_interleaved([Fake("A", 1.0)], ["x"], 0) == ([None], [None])

@@ -471,7 +471,8 @@ def test_a_u8s8_file_over_the_size_budget_sends_export_to_the_later_u8s8_rungs(
     first passing u8s8 rung ends the ladder."""
     from sitrep.training import export as export_mod
 
-    u8s8 = [r for r in export_mod.LADDER if r.qkv_split or (r.outlier_threshold == 4.0 and not r.attention_fp32)]
+    u8s8 = [r for r in export_mod.LADDER if r.outlier_threshold is not None
+            and (r.qkv_split or (r.outlier_threshold == 4.0 and not r.attention_fp32))]
     others = [r for r in export_mod.LADDER if r.block_int8 or (r.weight_type == "uint8" and r.quantize)][:2]
     assert len(u8s8) == 3 and all(export_mod.is_u8s8(r) for r in u8s8)
     assert others and not any(export_mod.is_u8s8(r) for r in others)

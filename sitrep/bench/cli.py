@@ -241,8 +241,12 @@ def bench_int8(
                              "the QKV MatMuls' outlier channels too (with each threshold)."),
     blockwise: str = typer.Option("", help="Also rows for MatMulNBits (8-bit weights, int8 activations per token "
                                   "and block) with these block sizes, comma-separated, e.g. 64,16."),
+    smooth: str = typer.Option("", help="Also rows where the outlier channels are smoothed into the weights "
+                               "(SmoothQuant) instead of split off, with these alphas between 0 and 1, comma-separated, "
+                               "e.g. 0.7,0.8 (with --qkv the QKV MatMuls too); --thresholds '' leaves only these rows."),
     batch1: int = typer.Option(100, min=0, help="Time single-sentence calls (request mode at batch 1, where the "
-                               "outlier split's small ops weigh most) on this many sentences per row; 0: skip."),
+                               "outlier split's small ops weigh most) on this many sentences, every row's model "
+                               "taking turns on each sentence (all rows' sessions loaded at once); 0: skip."),
     layernorm: str = typer.Option(
         "unfused", help="The residual LayerNorms, comma-separated, one pass of all rows each, in order (repeats "
         "interleave them): unfused (Add + LayerNormalization, what export writes) or fused (SkipLayerNormalization)."),
@@ -268,6 +272,10 @@ def bench_int8(
       # export's VNNI rungs side by side: the QKV split at 4 and 3, MatMulNBits in blocks of 64 and 16
       sitrep bench int8 artifacts/models/default --thresholds 4,3 --weights int8 --qkv --blockwise 64,16
 
+      # SmoothQuant against the split export ships (FFN and QKV MatMuls both ways), batch 1 timed on 300 sentences
+      sitrep bench int8 artifacts/models/default --thresholds 4 --smooth 0.5,0.7,0.8,0.9 --weights int8 --qkv \
+          --word-embeddings int8-row --batch1 300
+
       # the fused SkipLayerNormalization against export's unfused Add + LayerNormalization, interleaved
       sitrep bench int8 artifacts/models/default --thresholds 4 --weights int8 --qkv --word-embeddings int8-row \\
           --fp32-weights fp32 --layernorm fused,unfused,fused,unfused --batch1 300
@@ -287,16 +295,22 @@ def bench_int8(
         raise fail(f"--blockwise takes block sizes such as 64,16 ({exc})") from exc
     if any(b < 16 or b & (b - 1) for b in blocks):
         raise fail(f"--blockwise: block sizes are powers of two, 16 or more (got {blocks})")
+    try:
+        alphas = [float(a) for a in smooth.split(",") if a.strip()]
+    except ValueError as exc:
+        raise fail(f"--smooth takes alphas such as 0.7,0.8 ({exc})") from exc
+    if any(not 0 < a < 1 for a in alphas):
+        raise fail(f"--smooth: each alpha is between 0 and 1, exclusive (got {alphas})")
     bad = [w for w in ws if w not in ("int8", "uint8")]
-    if bad or not ws or not ts:
-        raise fail(f"--weights takes int8 and/or uint8, --thresholds at least one value (got {bad})")
+    if bad or not ws or not (ts or alphas):
+        raise fail(f"--weights takes int8 and/or uint8, --thresholds or --smooth at least one value (got {bad})")
     es = [e.strip() for e in word_embeddings.split(",") if e.strip()]
     es += ["int8-tensor"] if embeddings and "int8-tensor" not in es else []
     try:
         report = run_study(bundle, data, ts, ws, es, ffn_fp32, log=typer.echo,
                            fp32_weights=[w.strip() for w in fp32_weights.split(",") if w.strip()], qkv=qkv,
                            blockwise=blocks, batch1=batch1,
-                           layernorms=[k.strip() for k in layernorm.split(",") if k.strip()])
+                           layernorms=[k.strip() for k in layernorm.split(",") if k.strip()], smooth=alphas)
     except (BundleError, CorpusError, FileNotFoundError, ValueError) as exc:
         raise fail(f"{exc}") from exc
     write_study(report, json_path, markdown_path)

@@ -76,26 +76,46 @@ class StudyRow:
     qkv_split: bool = False  # the QKV projection's outliers split too (attention unfused)
     block_int8: int | None = None  # MatMulNBits with 8-bit weights in blocks of this size (None: dynamic quantization)
     # median ms of one single-sentence call (tokenization included) over the first `batch1` sentences, after a
-    # warm-up: request mode at batch 1, where the split's small ops weigh most (None: not measured)
+    # warm-up: request mode at batch 1, where the split's small ops weigh most (None: not measured); the rows' calls
+    # take turns on each sentence (`batch1_interleaved`)
     batch1_ms: float | None = None
+    # median over those sentences of the first row's call time divided by this row's: how many times faster than
+    # the first row at batch 1, measured pairwise, which a drifting machine distorts far less than the medians
+    batch1_vs_first: float | None = None
     # the residual LayerNorms: "unfused" (Add + LayerNormalization, what export writes for CPU) or "fused"
     # (ONNX Runtime's SkipLayerNormalization, as the transformer optimizer leaves them; sitrep/training/skip_layernorm.py)
     layernorm: str = "unfused"
+    # SmoothQuant's alpha where the outlier channels were smoothed into the weights instead of split off
+    # (sitrep/training/smooth_quant.py; the QKV MatMuls too with `qkv_split`); None: not smoothed
+    smooth_alpha: float | None = None
 
 
 def batch1_ms(clf: Any, texts: list[str], n: int, warmup: int = 10) -> float | None:
     """Median milliseconds of `clf.classify([text], batch_size=1)` over the first `n` texts (None if n is 0)."""
+    return batch1_interleaved([clf], texts, n, warmup)[0][0]
+
+
+def batch1_interleaved(
+    clfs: list[Any], texts: list[str], n: int, warmup: int = 10
+) -> tuple[list[float | None], list[float | None]]:
+    """Single-sentence calls timed with the classifiers taking turns on each sentence, so that a shared machine's
+    drift hits every one alike: (median ms of each, median over sentences of the first one's time divided by
+    each one's: how many times faster than the first). Nones if `n` is 0."""
     sample = texts[:n]
     if not sample:
-        return None
-    for text in sample[:warmup]:
-        clf.classify([text], batch_size=1)
-    times = []
-    for text in sample:
-        t0 = time.perf_counter()
-        clf.classify([text], batch_size=1)
-        times.append(time.perf_counter() - t0)
-    return round(1000 * float(np.median(times)), 3)
+        return [None] * len(clfs), [None] * len(clfs)
+    for clf in clfs:
+        for text in sample[:warmup]:
+            clf.classify([text], batch_size=1)
+    times = np.zeros((len(sample), len(clfs)))
+    for i, text in enumerate(sample):
+        for j, clf in enumerate(clfs):
+            t0 = time.perf_counter()
+            clf.classify([text], batch_size=1)
+            times[i, j] = time.perf_counter() - t0
+    medians: list[float | None] = [round(1000 * float(np.median(times[:, j])), 3) for j in range(len(clfs))]
+    ratios: list[float | None] = [round(float(np.median(times[:, 0] / times[:, j])), 3) for j in range(len(clfs))]
+    return medians, ratios
 
 
 def run_study(
@@ -111,11 +131,13 @@ def run_study(
     blockwise: list[int] | None = None,
     batch1: int = 100,
     layernorms: list[str] | None = None,
+    smooth: list[float] | None = None,
 ) -> dict[str, Any]:
     """The study's rows; `batch1`: how many sentences time single-sentence calls (0: not measured).
 
     `layernorms`: the optimized graph's residual LayerNorms, one pass of every setting per entry, in order
     (repeats allowed, to interleave them on a drifting machine): "unfused" (export's CPU graph) or "fused".
+    `smooth`: SmoothQuant alphas, one row per weight type each after the threshold rows (no split on those rows).
     """
     thresholds = thresholds if thresholds is not None else [None, 4.0]
     weights = weights or ["int8", "uint8"]
@@ -140,6 +162,7 @@ def run_study(
     texts = [e.text for e in examples]
     y = label_matrix(examples)
     rows: list[StudyRow] = []
+    timed: list[Path] = []  # each row's file, for the batch-1 timing
     gates = Gates()
     work = Path(tempfile.mkdtemp(prefix="sitrep-int8-study-"))
     try:
@@ -152,13 +175,16 @@ def run_study(
             opt = folder / "model.opt.onnx"
             optimize_graph(bundle, fp32, opt, skip_layernorm_fused=layernorm == "fused")
             graphs[layernorm] = (opt, OutlierSplits(bundle, opt, folder, texts))
-        settings: list[tuple[str, float | None, str, int | None]] = [
-            (ln, t, w, None) for ln in layernorms for t in thresholds for w in weights]
-        settings += [(ln, None, "int8", b) for ln in layernorms for b in blockwise or []]
-        for layernorm, threshold, wt, block in settings:
+        settings: list[tuple[str, float | None, str, int | None, float | None]] = [
+            (ln, t, w, None, None) for ln in layernorms for t in thresholds for w in weights]
+        settings += [(ln, None, w, None, a) for ln in layernorms for a in smooth or [] for w in weights]
+        settings += [(ln, None, "int8", b, None) for ln in layernorms for b in blockwise or []]
+        for layernorm, threshold, wt, block, alpha in settings:
             opt, splits = graphs[layernorm]
             if block:
                 (src, _), split, keep_fp32 = splits.unfused(), {}, []
+            elif alpha is not None:
+                (src, _), split, keep_fp32 = splits.smoothed(alpha, qkv), {}, []
             elif threshold is None:
                 src, split, keep_fp32 = (splits.unfused()[0] if qkv else opt), {}, []
             else:
@@ -193,8 +219,10 @@ def run_study(
                     clf = candidate_classifier(bundle, scored)
                     probs = clf.classify(texts).probs
                     speed = len(texts) / (time.perf_counter() - t0)
-                    one_ms = batch1_ms(clf, texts, batch1)
                     del clf
+                    if batch1:  # timed after the last row, every row's file taking turns
+                        timed.append(work / f"row{len(rows)}.onnx")
+                        shutil.copyfile(scored, timed[-1])
                     cmp = gate_figures(ref, probs, y, bundle.thresholds, groups)
                     row = StudyRow(wt, emb, ffn_fp32 and not block, storage, threshold, sum(map(len, split.values())),
                                    round(cmp["label_agreement"], 4), round(cmp["max_abs_prob_diff"], 4),
@@ -204,15 +232,25 @@ def run_study(
                                    {f: {"label_agreement": round(c["label_agreement"], 4),
                                         "macro_f1_delta": c["macro_f1_delta"]}
                                     for f, c in cmp.get("per_file", {}).items()},
-                                   qkv_split=qkv and not block, block_int8=block, batch1_ms=one_ms,
-                                   layernorm=layernorm)
+                                   qkv_split=qkv and not block, block_int8=block,
+                                   layernorm=layernorm, smooth_alpha=alpha)
                     rows.append(row)
-                    log(f"  LayerNorm {layernorm}, weights {wt}{f' (MatMulNBits, blocks of {block})' if block else ''}, outlier "
-                        f"threshold {threshold if threshold is not None else 'none'}{' (+QKV)' if row.qkv_split else ''}, "
+                    outliers = (f"smoothed, alpha {alpha:g}" if alpha is not None else
+                                f"threshold {threshold if threshold is not None else 'none'}")
+                    log(f"  LayerNorm {layernorm}, weights {wt}{f' (MatMulNBits, blocks of {block})' if block else ''}, "
+                        f"outliers {outliers}{' (+QKV)' if row.qkv_split else ''}, "
                         f"embeddings {emb}{', FFN fp32' if ffn_fp32 else ''}, fp32 weights stored {storage}: "
                         f"agreement {row.label_agreement:.4f}, ΔF1 {row.macro_f1_delta:+.4f}, {row.size_mb} MB, "
-                        f"{row.sentences_per_s} sent/s"
-                        + (f", batch 1 {row.batch1_ms} ms" if row.batch1_ms is not None else ""))
+                        f"{row.sentences_per_s} sent/s")
+        if timed:
+            log(f"batch 1: {min(batch1, len(texts))} single-sentence calls, the {len(timed)} rows taking turns")
+            clfs = [candidate_classifier(bundle, path) for path in timed]
+            medians, ratios = batch1_interleaved(clfs, texts, batch1)
+            del clfs
+            for row, ms, ratio in zip(rows, medians, ratios, strict=True):
+                row.batch1_ms, row.batch1_vs_first = ms, ratio
+            log("  " + ", ".join(f"row {i + 1}: {ms} ms ({ratio}x the first)"
+                                 for i, (ms, ratio) in enumerate(zip(medians, ratios, strict=True))))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {
@@ -232,15 +270,19 @@ def study_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"Bundle `{b['name']}` {b['version']}, {report['n']} sentences from `{report['data']}`, reference ONNX fp32; "
         f"outlier channels from {report['calibration_sentences']} training sentences; batch-1 ms: median of "
-        f"{report.get('batch1_sentences', 0)} single-sentence calls (tokenization included); CPU {report['cpu']['name']} "
+        f"{report.get('batch1_sentences', 0)} single-sentence calls (tokenization included), the rows taking turns on "
+        f"each sentence; CPU {report['cpu']['name']} "
         f"(VNNI: {'yes' if report['cpu']['vnni'] else 'no'}).",
         "",
-        "| LayerNorm | weights | FFN | fp32 weights stored | outlier threshold | channels split | embeddings "
-        "| label agreement (sentences) | max \\|Δp\\| | macro-F1 | ΔF1 (points) | size MB | sentences/s | batch-1 ms | gate |",
-        "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| LayerNorm | weights | FFN | fp32 weights stored | outlier threshold (or smoothing) | channels split | embeddings "
+        "| label agreement (sentences) | max \\|Δp\\| | macro-F1 | ΔF1 (points) | size MB | sentences/s | batch-1 ms "
+        "| batch 1, × the first row | gate |",
+        "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in report["rows"]:
         t = "none" if r["outlier_threshold"] is None else f"{r['outlier_threshold']:g}"
+        if r.get("smooth_alpha") is not None:  # older reports: never smoothed
+            t = f"smoothed, alpha {r['smooth_alpha']:g}"
         t += " (+QKV)" if r.get("qkv_split") else ""
         emb = {True: "int8-tensor", False: "fp32"}.get(r["embeddings"], r["embeddings"])  # older reports: a bool
         ffn = "fp32" if r.get("ffn_fp32") else "int8"
@@ -251,11 +293,12 @@ def study_markdown(report: dict[str, Any]) -> str:
             gate += f" ({', '.join(r['failed_files'])})"
         stored = r.get("fp32_weights", "fp32")  # older reports: always fp32
         one = "—" if r.get("batch1_ms") is None else f"{r['batch1_ms']:.2f}"  # older reports: not measured
+        vs = "—" if r.get("batch1_vs_first") is None else f"{r['batch1_vs_first']:.3f}×"  # older reports: not paired
         wts = r["weights"] + (f" (MatMulNBits, blocks of {r['block_int8']})" if r.get("block_int8") else "")
         ln = r.get("layernorm", "fused")  # older reports: the optimizer's fused SkipLayerNormalization
         lines.append(f"| {ln} | {wts} | {ffn} | {stored} | {t} | {r['outlier_channels']} | {emb} | {agree} | "
                      f"{r['max_abs_prob_diff']:.3f} | {r['macro_f1']:.4f} | {100 * r['macro_f1_delta']:+.2f} | "
-                     f"{r['size_mb']} | {r['sentences_per_s']} | {one} | {gate} |")
+                     f"{r['size_mb']} | {r['sentences_per_s']} | {one} | {vs} | {gate} |")
     return "\n".join(lines) + "\n"
 
 

@@ -4,7 +4,8 @@ ONNX Runtime's profiler times every kernel while the bundle's ONNX file runs sin
 `--batch-size`) calls on real sentences; the report sums the kernel times by operator type and, for an int8
 file exported with the outlier split (sitrep/training/outlier_split.py), gives the share of the split's own
 small ops (the mask `Mul`, the `Gather` of the outlier channels, the thin fp32 `MatMul` and the `Add` that
-recombines): at batch 1 their fixed cost per call is what the split costs beyond its FLOPs. The profiler adds
+recombines): at batch 1 their fixed cost per call is what the split costs beyond its FLOPs; for a file exported
+with SmoothQuant instead (sitrep/training/smooth_quant.py), the share of its one `Mul` per input. The profiler adds
 its own overhead, so the report gives shares of the kernel time, not latencies (`sitrep bench request-path` and
 `sitrep bench models` time the calls).
 """
@@ -21,10 +22,11 @@ from tqdm import tqdm
 
 from sitrep.bench.common import corpus_sentences, machine, sample_sentences
 from sitrep.training.outlier_split import is_split_node
+from sitrep.training.smooth_quant import is_smooth_node
 
 
 def kernel_times(events: list[dict[str, Any]], skip_runs: int = 0) -> tuple[Counter, Counter, Counter]:
-    """(µs by op type, kernel count by op type, µs by part: 'outlier split' or 'model') from a profile.
+    """(µs by op type, kernel count by op type, µs by part: 'outlier split', 'smoothing' or 'model') from a profile.
 
     `skip_runs`: leave out the kernels of the first runs (warm-up), which end where their `model_run` ends.
     """
@@ -41,7 +43,7 @@ def kernel_times(events: list[dict[str, Any]], skip_runs: int = 0) -> tuple[Coun
         op = e.get("args", {}).get("op_name", "?")
         by_op[op] += e["dur"]
         count[op] += 1
-        by_part["outlier split" if is_split_node(node) else "model"] += e["dur"]
+        by_part["outlier split" if is_split_node(node) else "smoothing" if is_smooth_node(node) else "model"] += e["dur"]
     return by_op, count, by_part
 
 
@@ -105,7 +107,10 @@ def ops_markdown(report: dict[str, Any]) -> str:
         lines.append(f"| {row['op']} | {100 * row['share']:.1f}% | {row['kernels_per_call']:g} | "
                      f"{row['ms_per_call_profiled']:.3f} |")
     split = report["parts"].get("outlier split", 0.0)
+    smooth = report["parts"].get("smoothing", 0.0)
     lines += ["", f"The outlier split's own ops (mask Mul, Gather, thin fp32 MatMul, recombining Add): "
-              f"{100 * split:.1f}% of the kernel time. Times are under ONNX Runtime's profiler, which adds its "
+              f"{100 * split:.1f}% of the kernel time"
+              + (f"; the smoothing Muls (SmoothQuant): {100 * smooth:.1f}%" if smooth else "")
+              + ". Times are under ONNX Runtime's profiler, which adds its "
               "own overhead: compare shares, and time calls with `sitrep bench request-path`."]
     return "\n".join(lines) + "\n"

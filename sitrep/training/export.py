@@ -44,6 +44,7 @@ from sitrep.training.embeddings import compact_embeddings
 from sitrep.training.fp16_weights import store_fp16
 from sitrep.training.outlier_split import fp32_node, quantization_error, split_outliers
 from sitrep.training.skip_layernorm import unfuse_skip_layernorm
+from sitrep.training.smooth_quant import smooth_inputs
 from sitrep.training.unfuse_attention import unfuse_attention
 
 OPSET = 17
@@ -86,7 +87,8 @@ class QuantRecipe:
     # same massive-activation channels the outlier split removes from the FFN inputs.
     attention_fp32: bool = False
     # Rewrite the fused attention as a QKV MatMul + MultiHeadAttention (sitrep/training/unfuse_attention.py)
-    # and split that MatMul's outlier input channels too (with `outlier_threshold`): its input carries them.
+    # and split (`outlier_threshold`) or smooth (`smooth_alpha`) that MatMul's outlier input channels too: its input
+    # carries them.
     qkv_split: bool = False
     # ONNX Runtime's MatMulNBits with 8-bit weights in blocks of this many input channels and accuracy level 4:
     # each token's activations are quantized to int8 per block as well, so a massive-activation channel
@@ -96,6 +98,10 @@ class QuantRecipe:
     # Split the FFN MatMuls' input channels whose calibration |max| exceeds this off into thin fp32
     # MatMuls (sitrep/training/outlier_split.py); None: no split.
     outlier_threshold: float | None = None
+    # SmoothQuant instead of the split (sitrep/training/smooth_quant.py): the FFN MatMuls' inputs (and the QKV
+    # MatMuls' with `qkv_split`) divided per channel by s = max|x|^alpha / max|W|^(1 - alpha), their weight rows
+    # multiplied by it; one Mul per input, no fp32 MatMul. None: no smoothing.
+    smooth_alpha: float | None = None
     vnni_only: bool = False  # tried only on CPUs with VNNI, where int8 weights cannot saturate (sitrep/models/cpu.py)
     embeddings: bool = False  # quantize the embedding table too (EmbedLayerNormalization); `sitrep bench int8`
     quantize: bool = True  # False: no int8 MatMul at all, the optimized fp32 graph (only its storage is compacted)
@@ -120,7 +126,11 @@ class QuantRecipe:
 # three quarters of the FLOPs stay on u8s8 kernels. These u8s8 rungs are the fastest but pass or fail by a
 # hair: one activation scale per call leaves the dev sentences nearest a threshold at the mercy of their
 # batch-mates (the gate scores two batchings, `gate_compare`; the tenth-batch default fails every u8s8 rung,
-# the |x| > 3 one by 98.87% on article dev in the data's own order). Then MatMulNBits, whose activations are
+# the |x| > 3 one by 98.87% on article dev in the data's own order). Before the split rungs, SmoothQuant on the
+# same MatMuls (sitrep/training/smooth_quant.py): the outlier channels scaled down into the weights, one Mul per
+# input instead of the split's four ops and thin fp32 MatMul per MatMul, 1.11x as fast at batch 1 where it passes (the
+# twelfth-batch default: alpha 0.8 passes, 0.7 and 0.5 fail; `sitrep bench int8 --smooth`). Then MatMulNBits, whose
+# activations are
 # quantized per token and per block of input channels, so no batching changes a decision: about a fifth
 # slower than the u8s8 files at these sizes, but it passes with margin where they fail (that default: 99.43%
 # in blocks of 64; `sitrep bench int8 --blockwise 64,16` compares them). Elsewhere (or if that fails)
@@ -134,6 +144,8 @@ class QuantRecipe:
 LADDER = [
     QuantRecipe("naive: per-tensor int8, unoptimized graph", per_channel=False, weight_type="int8", optimize=False),
     QuantRecipe("optimized graph, per-channel int8 (u8s8)", per_channel=True, weight_type="int8", vnni_only=True),
+    QuantRecipe("u8s8, FFN and QKV inputs smoothed (SmoothQuant, alpha 0.8), attention as MultiHeadAttention",
+                per_channel=True, weight_type="int8", smooth_alpha=0.8, qkv_split=True, vnni_only=True),
     QuantRecipe("optimized graph, per-channel int8 (u8s8), FFN outlier channels (|x| > 4) in fp32",
                 per_channel=True, weight_type="int8", outlier_threshold=4.0, vnni_only=True),
     QuantRecipe("u8s8, FFN and QKV outlier channels (|x| > 4) in fp32, attention as MultiHeadAttention",
@@ -425,14 +437,14 @@ def calibration_texts(bundle: Bundle, fallback: list[str], n: int = 256) -> list
 
 
 class OutlierSplits:
-    """The optimized graph with its outlier channels split off, built once per (threshold, QKV split); and
-    the graph with its attention unfused (sitrep/training/unfuse_attention.py), built once."""
+    """The optimized graph with its outlier channels split off or smoothed into the weights, built once per setting;
+    and the graph with its attention unfused (sitrep/training/unfuse_attention.py), built once."""
 
     def __init__(self, bundle: Bundle, opt: Path, work: Path, fallback_texts: list[str]) -> None:
         self.bundle, self.opt, self.work = bundle, opt, work
         self.ffn = [name for group in ffn_matmuls(opt) for name in group]
         self.calib = calibration_texts(bundle, fallback_texts)
-        self._built: dict[tuple[float, bool], tuple[Path, dict[str, list[int]]]] = {}
+        self._built: dict[tuple[str, float, bool], tuple[Path, Any]] = {}  # (kind, setting, qkv) -> (graph, report)
         self._unfused: tuple[Path, list[str]] | None = None
 
     def unfused(self) -> tuple[Path, list[str]]:
@@ -455,16 +467,28 @@ class OutlierSplits:
 
         `qkv`: the unfused graph, its QKV MatMuls split with the FFN ones.
         """
-        if (threshold, qkv) not in self._built:
-            path = self.work / f"model.split{threshold:g}{'-qkv' if qkv else ''}.onnx"
+        path, split = self._rewrite("split", threshold, qkv, split_outliers)
+        return path, split, [fp32_node(name) for name in split]
+
+    def smoothed(self, alpha: float, qkv: bool = False) -> tuple[Path, dict[str, tuple[float, float]]]:
+        """(smoothed graph, {MatMul: largest input channel |max| before and after}).
+
+        `qkv`: the unfused graph, its QKV MatMuls smoothed with the FFN ones.
+        """
+        return self._rewrite("smooth", alpha, qkv, smooth_inputs)
+
+    def _rewrite(self, kind: str, setting: float, qkv: bool, rewrite: Any) -> tuple[Path, Any]:
+        """The graph rewritten by `rewrite(src, dst, matmuls, encoder, calibration texts, setting)` on the FFN
+        MatMuls (and the QKV ones of the unfused graph with `qkv`), built once per (kind, setting, qkv)."""
+        if (kind, setting, qkv) not in self._built:
+            path = self.work / f"model.{kind}{setting:g}{'-qkv' if qkv else ''}.onnx"
             src, matmuls = self.opt, list(self.ffn)
             if qkv:
                 src, names = self.unfused()
                 matmuls += names
             encoder = TextEncoder.for_bundle(self.bundle)
-            self._built[threshold, qkv] = (path, split_outliers(src, path, matmuls, encoder, self.calib, threshold))
-        path, split = self._built[threshold, qkv]
-        return path, split, [fp32_node(name) for name in split]
+            self._built[kind, setting, qkv] = (path, rewrite(src, path, matmuls, encoder, self.calib, setting))
+        return self._built[kind, setting, qkv]
 
 
 def compare(ref_probs: np.ndarray, probs: np.ndarray, y: np.ndarray, thresholds: list[float]) -> dict[str, float]:
@@ -601,11 +625,17 @@ def export(
         exclude: list[str] = []
         src = opt if recipe.optimize else fp32
         split: dict[str, list[int]] = {}
+        smoothing: dict[str, tuple[float, float]] = {}
         if recipe.outlier_threshold is not None:
             src, split, exclude = splits.get(recipe.outlier_threshold, recipe.qkv_split)
             log(f"      outlier split: {sum(map(len, split.values()))} channels of {len(split)} "
                 f"{'FFN and QKV' if recipe.qkv_split else 'FFN'} MatMuls "
                 f"above |x| {recipe.outlier_threshold:g} on {len(splits.calib)} calibration sentences")
+        if recipe.smooth_alpha is not None:
+            src, smoothing = splits.smoothed(recipe.smooth_alpha, recipe.qkv_split)
+            before, after = (max(v[i] for v in smoothing.values()) for i in (0, 1))
+            log(f"      smoothing: {len(smoothing)} {'FFN and QKV' if recipe.qkv_split else 'FFN'} MatMuls, largest "
+                f"input channel |x| {before:.1f} -> {after:.1f} on {len(splits.calib)} calibration sentences")
         if recipe.block_int8:
             src, _ = splits.unfused()
         if recipe.exclude_sensitive:
@@ -640,7 +670,9 @@ def export(
             gated = candidate
         attempts.append(base | {**cmp, "passed": ok, "word_embeddings_gated": storage,
                                 "size_mb": round(gated.stat().st_size / 2**20, 1)}
-                        | ({"outlier_channels": split} if split else {}))
+                        | ({"outlier_channels": split} if split else {})
+                        | ({"smoothed_absmax": {k: [round(a, 3), round(b, 3)] for k, (a, b) in smoothing.items()}}
+                           if smoothing else {}))
         attempts += [base | a for a in tried]
         log(f"      -> {recipe.name}{'' if storage == 'fp32' else f', word embeddings {storage}'}: agreement "
             f"{cmp['label_agreement']:.4f}, max|Δp| {cmp['max_abs_prob_diff']:.4f}, ΔF1 {cmp['macro_f1_delta']:+.4f}"

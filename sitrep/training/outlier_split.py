@@ -81,6 +81,19 @@ def activation_absmax(
     return absmax
 
 
+def load_matmuls(src: Path, matmuls: list[str]) -> tuple[Any, list[Any]]:
+    """(the ONNX model at `src`, its MatMul nodes named in `matmuls`, in graph order); a name not found is an error."""
+    import onnx
+
+    model = onnx.load(str(src))
+    wanted = set(matmuls)
+    targets = [n for n in model.graph.node if n.op_type == "MatMul" and n.name in wanted]
+    missing = wanted - {n.name for n in targets}
+    if missing:
+        raise ValueError(f"{src}: no MatMul named {sorted(missing)}")
+    return model, targets
+
+
 def split_outliers(
     src: Path, dst: Path, matmuls: list[str], encoder: TextEncoder, texts: list[str], threshold: float = 6.0
 ) -> dict[str, list[int]]:
@@ -92,13 +105,9 @@ def split_outliers(
     import onnx
     from onnx import helper, numpy_helper
 
-    model = onnx.load(str(src))
+    model, targets = load_matmuls(src, matmuls)
     graph = model.graph
     wanted = set(matmuls)
-    targets = [n for n in graph.node if n.op_type == "MatMul" and n.name in wanted]
-    missing = wanted - {n.name for n in targets}
-    if missing:
-        raise ValueError(f"{src}: no MatMul named {sorted(missing)}")
     absmax = activation_absmax(src, sorted({n.input[0] for n in targets}), encoder, texts, model=model)
     inits = {init.name: init for init in graph.initializer}
     split: dict[str, list[int]] = {}

@@ -1,0 +1,133 @@
+"""SmoothQuant for the int8 export: exact in fp32, it shrinks the int8 input's range, and export's ladder tries it
+before the outlier split."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sitrep.models.bundle import load_bundle
+from sitrep.models.encoding import TextEncoder
+from sitrep.training.export import ffn_matmuls, optimize_graph, probs_with
+from sitrep.training.outlier_split import activation_absmax
+from sitrep.training.smooth_quant import is_smooth_node, smooth_inputs, smoothing_scales
+from sitrep.training.unfuse_attention import unfuse_attention
+from tests.test_outlier_split import TEXTS
+
+
+@pytest.fixture(scope="module")
+def unfused(tiny_bundle: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str], list[str]]:
+    """(the optimized graph with its attention unfused, its FFN MatMuls, its QKV MatMuls)."""
+    bundle = load_bundle(tiny_bundle)
+    folder = tmp_path_factory.mktemp("smooth")
+    opt = folder / "model.opt.onnx"
+    optimize_graph(bundle, bundle.onnx_file("onnx"), opt)
+    ffn = [name for group in ffn_matmuls(opt) for name in group]
+    path = folder / "model.unfused.onnx"
+    return path, ffn, unfuse_attention(opt, path)
+
+
+def test_scales_follow_smoothquant() -> None:
+    absmax = np.array([8.0, 1.0, 100.0])
+    w = np.array([[0.5, -2.0], [1.0, 0.25], [0.0, 0.0]])
+    s = smoothing_scales(absmax, [w, 0.5 * w], alpha=0.5)
+    # s_j = sqrt(max|x_j| / max|W_j|), W_j the largest row among the MatMuls sharing the input
+    np.testing.assert_allclose(s[:2], [2.0, 1.0])
+    assert s[2] == 1e3  # an all-zero weight row: clipped, not infinite
+    np.testing.assert_allclose(smoothing_scales(absmax, [w], alpha=0.9)[:2], [8.0**0.9 / 2.0**0.1, 1.0])
+
+
+def test_smoothing_is_exact_in_fp32_and_narrows_the_int8_input(
+    tiny_bundle: Path, unfused: tuple[Path, list[str], list[str]]
+) -> None:
+    import onnx
+
+    bundle = load_bundle(tiny_bundle)
+    encoder = TextEncoder(bundle.tokenizer_file, bundle.max_length)
+    src, ffn, qkv = unfused
+    assert ffn and qkv
+    dst = src.with_name("model.smooth.onnx")
+    report = smooth_inputs(src, dst, ffn + qkv, encoder, TEXTS, alpha=0.8)
+    assert set(report) == set(ffn + qkv)
+    graph = onnx.load(str(dst), load_external_data=False).graph
+    nodes = {n.name: n for n in graph.node}
+    muls = [n for n in graph.node if is_smooth_node(n.name)]
+    before = onnx.load(str(src), load_external_data=False).graph
+    inputs = {n.input[0] for n in before.node if n.name in ffn + qkv}
+    assert len(muls) == len(inputs) and all(n.op_type == "Mul" for n in muls)  # one Mul per input, shared
+    order = [n.name for n in graph.node]
+    for name in ffn + qkv:  # every MatMul reads its input through a smoothing Mul placed before it
+        mul = next(m for m in muls if m.output[0] == nodes[name].input[0])
+        assert order.index(mul.name) < order.index(name)
+    # the reported ranges are what the int8 MatMuls now see, and the largest channel shrank
+    after = activation_absmax(dst, sorted({nodes[n].input[0] for n in report}), encoder, TEXTS)
+    for name, (was, now) in report.items():
+        assert now < was
+        assert after[nodes[name].input[0]].max() == pytest.approx(now, rel=1e-4)
+    texts = [*TEXTS, "Short.", "A much longer sentence than the others, so that the batch is padded " * 3]
+    np.testing.assert_allclose(probs_with(bundle, dst, texts), probs_with(bundle, src, texts), atol=1e-5)
+
+
+def test_smoothing_refuses_unknown_matmuls_and_bad_alpha(
+    tiny_bundle: Path, unfused: tuple[Path, list[str], list[str]]
+) -> None:
+    bundle = load_bundle(tiny_bundle)
+    encoder = TextEncoder(bundle.tokenizer_file, 16)
+    src, ffn, _ = unfused
+    with pytest.raises(ValueError, match="no MatMul named"):
+        smooth_inputs(src, src.with_name("x.onnx"), ["nope"], encoder, TEXTS)
+    with pytest.raises(ValueError, match="alpha must be between 0 and 1"):
+        smooth_inputs(src, src.with_name("x.onnx"), ffn, encoder, TEXTS, alpha=1.0)
+
+
+def test_the_ladder_tries_smoothing_before_the_split(tiny_bundle: Path, tmp_path: Path) -> None:
+    """The SmoothQuant rung is a u8s8 VNNI rung right before the split rungs; its file quantizes every MatMul of
+    the unfused graph (QKV included) to int8 with no thin fp32 MatMul and no split op left."""
+    import onnx
+
+    from sitrep.training.export import LADDER, OutlierSplits, is_u8s8, quantize
+    from sitrep.training.outlier_split import is_split_node
+
+    (rung,) = [r for r in LADDER if r.smooth_alpha is not None]
+    first_split = next(r for r in LADDER if r.outlier_threshold is not None)
+    assert LADDER.index(rung) == LADDER.index(first_split) - 1
+    assert rung.qkv_split and rung.vnni_only and is_u8s8(rung) and rung.outlier_threshold is None
+    bundle = load_bundle(tiny_bundle)
+    opt = tmp_path / "model.opt.onnx"
+    optimize_graph(bundle, bundle.onnx_file("onnx"), opt)
+    splits = OutlierSplits(bundle, opt, tmp_path, TEXTS)
+    src, report = splits.smoothed(rung.smooth_alpha, rung.qkv_split)
+    assert splits.smoothed(rung.smooth_alpha, rung.qkv_split)[0] == src  # built once
+    _, qkv = splits.unfused()
+    assert set(report) == set(splits.ffn) | set(qkv)
+    out = tmp_path / "smooth.int8.onnx"
+    quantize(src, out, rung, [])
+    ops = [(n.op_type, n.name) for n in onnx.load(str(out)).graph.node]
+    assert not any(is_split_node(name) for _, name in ops)
+    assert sum(op in ("MatMulInteger", "DynamicQuantizeMatMul") for op, _ in ops) >= len(report)
+    assert [op for op, _ in ops].count("MatMul") == 0  # nothing left fp32
+
+
+def test_bench_int8_smooth_rows(tiny_bundle: Path, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from sitrep.cli import app
+
+    out, md = tmp_path / "int8.json", tmp_path / "m.md"
+    result = CliRunner().invoke(app, ["bench", "int8", str(tiny_bundle), "--thresholds", "", "--smooth", "0.5,0.8",
+                                      "--weights", "int8", "--qkv", "--batch1", "3", "--json", str(out),
+                                      "--markdown", str(md)])
+    assert result.exit_code == 0, result.output
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["smooth_alpha"], r["outlier_threshold"], r["outlier_channels"], r["qkv_split"]) for r in rows] == [
+        (0.5, None, 0, True), (0.8, None, 0, True)]
+    assert all(0 <= r["label_agreement"] <= 1 and r["batch1_ms"] > 0 for r in rows)
+    assert rows[0]["batch1_vs_first"] == 1.0 and rows[1]["batch1_vs_first"] > 0  # timed in turns, paired
+    assert "smoothed, alpha 0.8 (+QKV)" in md.read_text()
+    for bad, message in ((["--smooth", "1.5"], "between 0 and 1"), (["--smooth", "x"], "--smooth takes alphas"),
+                         (["--thresholds", ""], "at least one value")):
+        result = CliRunner().invoke(app, ["bench", "int8", str(tiny_bundle), *bad])
+        assert result.exit_code == 2 and message in result.output, result.output
