@@ -2,7 +2,9 @@
 
 int8: the fp32 graph goes through ONNX Runtime's transformer optimizer (attention / LayerNorm / GELU
 fusion; for CPU the residual LayerNorms are unfused again: sitrep/training/skip_layernorm.py), then
-dynamic quantization (or MatMulNBits, per-token int8). Multilingual MiniLM-style encoders are known to
+dynamic quantization (or MatMulNBits, per-token int8), with the few massive-activation input channels of the FFN
+and QKV MatMuls smoothed into the weights (sitrep/training/smooth_quant.py) or split off into fp32
+(sitrep/training/outlier_split.py). Multilingual MiniLM-style encoders are known to
 collapse under naive dynamic quantization (onnxruntime issue #9599), so export tries a ladder of settings,
 from naive to conservative, scores each on dev against the torch model, records every attempt in
 the parity report, and keeps the first that passes the gate (its label agreement holds on each dev
@@ -130,8 +132,7 @@ class QuantRecipe:
 # same MatMuls (sitrep/training/smooth_quant.py): the outlier channels scaled down into the weights, one Mul per
 # input instead of the split's four ops and thin fp32 MatMul per MatMul, 1.11x as fast at batch 1 where it passes (the
 # twelfth-batch default: alpha 0.8 passes, 0.7 and 0.5 fail; `sitrep bench int8 --smooth`). Then MatMulNBits, whose
-# activations are
-# quantized per token and per block of input channels, so no batching changes a decision: about a fifth
+# activations are quantized per token and per block of input channels, so no batching changes a decision: about a fifth
 # slower than the u8s8 files at these sizes, but it passes with margin where they fail (that default: 99.43%
 # in blocks of 64; `sitrep bench int8 --blockwise 64,16` compares them). Elsewhere (or if that fails)
 # uint8 weights, and the FFN MatMuls that hurt most stay fp32; last, the attention output projections too
@@ -633,7 +634,7 @@ def export(
                 f"above |x| {recipe.outlier_threshold:g} on {len(splits.calib)} calibration sentences")
         if recipe.smooth_alpha is not None:
             src, smoothing = splits.smoothed(recipe.smooth_alpha, recipe.qkv_split)
-            before, after = (max(v[i] for v in smoothing.values()) for i in (0, 1))
+            before, after = (max((v[i] for v in smoothing.values()), default=0.0) for i in (0, 1))
             log(f"      smoothing: {len(smoothing)} {'FFN and QKV' if recipe.qkv_split else 'FFN'} MatMuls, largest "
                 f"input channel |x| {before:.1f} -> {after:.1f} on {len(splits.calib)} calibration sentences")
         if recipe.block_int8:
