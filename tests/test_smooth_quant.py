@@ -84,31 +84,41 @@ def test_smoothing_refuses_unknown_matmuls_and_bad_alpha(
 
 
 def test_the_ladder_tries_smoothing_before_the_split(tiny_bundle: Path, tmp_path: Path) -> None:
-    """The SmoothQuant rung is a u8s8 VNNI rung right before the split rungs; its file quantizes every MatMul of
-    the unfused graph (QKV included) to int8 with no thin fp32 MatMul and no split op left."""
+    """Two SmoothQuant rungs: a u8s8 VNNI rung right before the split rungs, and a uint8 one (the CPUs without VNNI)
+    right after the plain all-uint8 rung, before any MatMul is kept fp32. Each file quantizes every MatMul of the
+    unfused graph (QKV included) to int8, with no thin fp32 MatMul and no split op left."""
     import onnx
 
-    from sitrep.training.export import LADDER, OutlierSplits, is_u8s8, quantize
+    from sitrep.training.export import LADDER, OutlierSplits, is_u8s8, ladder, quantize
     from sitrep.training.outlier_split import is_split_node
 
-    (rung,) = [r for r in LADDER if r.smooth_alpha is not None]
+    u8s8, u8u8 = [r for r in LADDER if r.smooth_alpha is not None]
     first_split = next(r for r in LADDER if r.outlier_threshold is not None)
-    assert LADDER.index(rung) == LADDER.index(first_split) - 1
-    assert rung.qkv_split and rung.vnni_only and is_u8s8(rung) and rung.outlier_threshold is None
+    assert LADDER.index(u8s8) == LADDER.index(first_split) - 1
+    assert u8s8.qkv_split and u8s8.vnni_only and is_u8s8(u8s8) and u8s8.outlier_threshold is None
+    plain_uint8 = next(r for r in LADDER if r.weight_type == "uint8" and r.optimize)
+    assert LADDER.index(u8u8) == LADDER.index(plain_uint8) + 1 and LADDER[LADDER.index(u8u8) + 1].exclude_sensitive
+    assert u8u8.qkv_split and u8u8.weight_type == "uint8" and not u8u8.vnni_only and u8u8 in ladder(vnni=False)
+    assert u8s8 not in ladder(vnni=False)
     bundle = load_bundle(tiny_bundle)
     opt = tmp_path / "model.opt.onnx"
     optimize_graph(bundle, bundle.onnx_file("onnx"), opt)
     splits = OutlierSplits(bundle, opt, tmp_path, TEXTS)
-    src, report = splits.smoothed(rung.smooth_alpha, rung.qkv_split)
-    assert splits.smoothed(rung.smooth_alpha, rung.qkv_split)[0] == src  # built once
+    src, report = splits.smoothed(u8s8.smooth_alpha, u8s8.qkv_split)
+    assert splits.smoothed(u8u8.smooth_alpha, u8u8.qkv_split)[0] == src  # built once
     _, qkv = splits.unfused()
     assert set(report) == set(splits.ffn) | set(qkv)
-    out = tmp_path / "smooth.int8.onnx"
-    quantize(src, out, rung, [])
-    ops = [(n.op_type, n.name) for n in onnx.load(str(out)).graph.node]
-    assert not any(is_split_node(name) for _, name in ops)
-    assert sum(op in ("MatMulInteger", "DynamicQuantizeMatMul") for op, _ in ops) >= len(report)
-    assert [op for op, _ in ops].count("MatMul") == 0  # nothing left fp32
+    for recipe in (u8s8, u8u8):
+        out = tmp_path / f"smooth-{recipe.weight_type}.onnx"
+        quantize(src, out, recipe, [])
+        model = onnx.load(str(out))
+        ops = [(n.op_type, n.name) for n in model.graph.node]
+        assert not any(is_split_node(name) for _, name in ops)
+        assert sum(op in ("MatMulInteger", "DynamicQuantizeMatMul") for op, _ in ops) >= len(report)
+        assert [op for op, _ in ops].count("MatMul") == 0  # nothing left fp32
+        weights = [i for i in model.graph.initializer if i.name.endswith("_quantized") and len(i.dims) == 2]
+        want = onnx.TensorProto.INT8 if recipe is u8s8 else onnx.TensorProto.UINT8
+        assert weights and {i.data_type for i in weights if "embeddings" not in i.name} == {want}
 
 
 def test_bench_int8_smooth_rows(tiny_bundle: Path, tmp_path: Path) -> None:
