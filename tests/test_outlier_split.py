@@ -121,7 +121,8 @@ def test_bench_int8_compares_settings_against_fp32(tiny_bundle: Path, tmp_path: 
     assert all(r["passes_gate"] == (r["label_agreement"] >= 0.99 and -r["macro_f1_delta"] <= 0.005)
                and r["failed_files"] == [] for r in rows)
     assert "| weights | FFN | fp32 weights stored | outlier threshold (or smoothing) |" in (tmp_path / "m.md").read_text()
-    assert "| batch-1 ms | batch 1, × the first row | gate |" in (tmp_path / "m.md").read_text()
+    assert "| batch-1 ms | batch 1, × the first row | batch-32 ms | batch 32, × the first row | gate |" in (
+        tmp_path / "m.md").read_text()
     assert (tiny_bundle / "manifest.json").read_bytes() == manifest  # the bundle is left as it was
     bad = CliRunner().invoke(app, ["bench", "int8", str(tiny_bundle), "--weights", "int4"])
     assert bad.exit_code == 2 and "int8 and/or uint8" in bad.output
@@ -185,9 +186,9 @@ def test_batch1_interleaved_takes_turns_and_pairs_each_sentence(monkeypatch: pyt
             self.name, self.cost = name, cost
 
         def classify(self, texts: list[str], batch_size: int = 32) -> None:
-            assert batch_size == 1 and len(texts) == 1
-            calls.append((self.name, texts[0]))
-            clock[0] += self.cost
+            assert len(texts) == batch_size
+            calls.append((self.name, " ".join(texts)))
+            clock[0] += self.cost * batch_size
 
     medians, ratios = int8_mod.batch1_interleaved([Fake("A", 4.0), Fake("B", 1.0), Fake("C", 2.0)],
                                                   ["x", "y", "z"], 2, warmup=1)
@@ -195,3 +196,10 @@ def test_batch1_interleaved_takes_turns_and_pairs_each_sentence(monkeypatch: pyt
                      ("C", "y")]
     assert medians == [4000.0, 1000.0, 2000.0] and ratios == [1.0, 4.0, 2.0]
     assert int8_mod.batch1_interleaved([Fake("A", 1.0)], ["x"], 0) == ([None], [None])
+    # calls of 2 consecutive sentences: 5 sentences make 2 calls (the last one left out), each timed in turns
+    calls.clear()
+    medians, ratios = int8_mod.batch1_interleaved([Fake("A", 4.0), Fake("B", 1.0)], list("vwxyz"), 5, warmup=0,
+                                                  batch_size=2)
+    assert calls == [("A", "v w"), ("B", "v w"), ("A", "x y"), ("B", "x y")]
+    assert medians == [8000.0, 2000.0] and ratios == [1.0, 4.0]
+    assert int8_mod.batch1_interleaved([Fake("A", 1.0)], ["x"], 1, batch_size=2) == ([None], [None])

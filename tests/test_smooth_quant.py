@@ -128,7 +128,7 @@ def test_bench_int8_smooth_rows(tiny_bundle: Path, tmp_path: Path) -> None:
 
     out, md = tmp_path / "int8.json", tmp_path / "m.md"
     result = CliRunner().invoke(app, ["bench", "int8", str(tiny_bundle), "--thresholds", "", "--smooth", "0.5,0.8",
-                                      "--weights", "int8", "--qkv", "--batch1", "3", "--json", str(out),
+                                      "--weights", "int8", "--qkv", "--batch1", "3", "--batch32", "64", "--json", str(out),
                                       "--markdown", str(md)])
     assert result.exit_code == 0, result.output
     rows = json.loads(out.read_text())["rows"]
@@ -136,6 +136,8 @@ def test_bench_int8_smooth_rows(tiny_bundle: Path, tmp_path: Path) -> None:
         (0.5, None, 0, True), (0.8, None, 0, True)]
     assert all(0 <= r["label_agreement"] <= 1 and r["batch1_ms"] > 0 for r in rows)
     assert rows[0]["batch1_vs_first"] == 1.0 and rows[1]["batch1_vs_first"] > 0  # timed in turns, paired
+    assert rows[0]["batch32_vs_first"] == 1.0 and all(r["batch32_ms"] > 0 for r in rows)
+    assert json.loads(out.read_text())["batch32_sentences"] == 64
     assert "smoothed, alpha 0.8 (+QKV)" in md.read_text()
     for bad, message in ((["--smooth", "1.5"], "between 0 and 1"), (["--smooth", "x"], "--smooth takes alphas"),
                          (["--thresholds", ""], "at least one value")):

@@ -247,6 +247,8 @@ def bench_int8(
     batch1: int = typer.Option(100, min=0, help="Time single-sentence calls (request mode at batch 1, where the "
                                "outlier split's small ops weigh most) on this many sentences, every row's model "
                                "taking turns on each sentence (all rows' sessions loaded at once); 0: skip."),
+    batch32: int = typer.Option(0, min=0, help="Also time calls of 32 consecutive sentences (request mode at batch "
+                                "32) on this many sentences, the rows taking turns on each call; 0: skip."),
     layernorm: str = typer.Option(
         "unfused", help="The residual LayerNorms, comma-separated, one pass of all rows each, in order (repeats "
         "interleave them): unfused (Add + LayerNormalization, what export writes) or fused (SkipLayerNormalization)."),
@@ -274,7 +276,7 @@ def bench_int8(
 
       # SmoothQuant against the split export ships (FFN and QKV MatMuls both ways), batch 1 timed on 300 sentences
       sitrep bench int8 artifacts/models/default --thresholds 4 --smooth 0.5,0.7,0.8,0.9 --weights int8 --qkv \
-          --word-embeddings int8-row --batch1 300
+          --word-embeddings int8-row --batch1 300 --batch32 640
 
       # the fused SkipLayerNormalization against export's unfused Add + LayerNormalization, interleaved
       sitrep bench int8 artifacts/models/default --thresholds 4 --weights int8 --qkv --word-embeddings int8-row \\
@@ -309,7 +311,7 @@ def bench_int8(
     try:
         report = run_study(bundle, data, ts, ws, es, ffn_fp32, log=typer.echo,
                            fp32_weights=[w.strip() for w in fp32_weights.split(",") if w.strip()], qkv=qkv,
-                           blockwise=blocks, batch1=batch1,
+                           blockwise=blocks, batch1=batch1, batch32=batch32,
                            layernorms=[k.strip() for k in layernorm.split(",") if k.strip()], smooth=alphas)
     except (BundleError, CorpusError, FileNotFoundError, ValueError) as exc:
         raise fail(f"{exc}") from exc

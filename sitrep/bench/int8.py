@@ -82,6 +82,9 @@ class StudyRow:
     # median over those sentences of the first row's call time divided by this row's: how many times faster than
     # the first row at batch 1, measured pairwise, which a drifting machine distorts far less than the medians
     batch1_vs_first: float | None = None
+    # the same for calls of 32 sentences (request mode at batch 32), over the first `batch32` sentences
+    batch32_ms: float | None = None
+    batch32_vs_first: float | None = None
     # the residual LayerNorms: "unfused" (Add + LayerNormalization, what export writes for CPU) or "fused"
     # (ONNX Runtime's SkipLayerNormalization, as the transformer optimizer leaves them; sitrep/training/skip_layernorm.py)
     layernorm: str = "unfused"
@@ -96,22 +99,22 @@ def batch1_ms(clf: Any, texts: list[str], n: int, warmup: int = 10) -> float | N
 
 
 def batch1_interleaved(
-    clfs: list[Any], texts: list[str], n: int, warmup: int = 10
+    clfs: list[Any], texts: list[str], n: int, warmup: int = 10, batch_size: int = 1
 ) -> tuple[list[float | None], list[float | None]]:
-    """Single-sentence calls timed with the classifiers taking turns on each sentence, so that a shared machine's
-    drift hits every one alike: (median ms of each, median over sentences of the first one's time divided by
-    each one's: how many times faster than the first). Nones if `n` is 0."""
-    sample = texts[:n]
-    if not sample:
+    """Calls of `batch_size` consecutive sentences from the first `n` texts, timed with the classifiers taking turns on
+    each call, so that a shared machine's drift hits every one alike: (median ms a call of each, median over the calls
+    of the first one's time divided by each one's: how many times faster than the first). Nones if there is no call."""
+    calls = [texts[i : i + batch_size] for i in range(0, min(n, len(texts)) - batch_size + 1, batch_size)]
+    if not calls:
         return [None] * len(clfs), [None] * len(clfs)
     for clf in clfs:
-        for text in sample[:warmup]:
-            clf.classify([text], batch_size=1)
-    times = np.zeros((len(sample), len(clfs)))
-    for i, text in enumerate(sample):
+        for call in calls[:warmup]:
+            clf.classify(call, batch_size=batch_size)
+    times = np.zeros((len(calls), len(clfs)))
+    for i, call in enumerate(calls):
         for j, clf in enumerate(clfs):
             t0 = time.perf_counter()
-            clf.classify([text], batch_size=1)
+            clf.classify(call, batch_size=batch_size)
             times[i, j] = time.perf_counter() - t0
     medians: list[float | None] = [round(1000 * float(np.median(times[:, j])), 3) for j in range(len(clfs))]
     ratios: list[float | None] = [round(float(np.median(times[:, 0] / times[:, j])), 3) for j in range(len(clfs))]
@@ -130,10 +133,12 @@ def run_study(
     qkv: bool = False,
     blockwise: list[int] | None = None,
     batch1: int = 100,
+    batch32: int = 0,
     layernorms: list[str] | None = None,
     smooth: list[float] | None = None,
 ) -> dict[str, Any]:
-    """The study's rows; `batch1`: how many sentences time single-sentence calls (0: not measured).
+    """The study's rows; `batch1`: how many sentences time single-sentence calls, `batch32` calls of 32 sentences
+    (0: not measured); the rows' models take turns on each call.
 
     `layernorms`: the optimized graph's residual LayerNorms, one pass of every setting per entry, in order
     (repeats allowed, to interleave them on a drifting machine): "unfused" (export's CPU graph) or "fused".
@@ -220,7 +225,7 @@ def run_study(
                     probs = clf.classify(texts).probs
                     speed = len(texts) / (time.perf_counter() - t0)
                     del clf
-                    if batch1:  # timed after the last row, every row's file taking turns
+                    if batch1 or batch32:  # timed after the last row, every row's file taking turns
                         timed.append(work / f"row{len(rows)}.onnx")
                         shutil.copyfile(scored, timed[-1])
                     cmp = gate_figures(ref, probs, y, bundle.thresholds, groups)
@@ -243,14 +248,18 @@ def run_study(
                         f"agreement {row.label_agreement:.4f}, ΔF1 {row.macro_f1_delta:+.4f}, {row.size_mb} MB, "
                         f"{row.sentences_per_s} sent/s")
         if timed:
-            log(f"batch 1: {min(batch1, len(texts))} single-sentence calls, the {len(timed)} rows taking turns")
             clfs = [candidate_classifier(bundle, path) for path in timed]
-            medians, ratios = batch1_interleaved(clfs, texts, batch1)
+            for size, n in ((1, batch1), (32, batch32)):
+                if not n:
+                    continue
+                log(f"batch {size}: calls on {min(n, len(texts))} sentences, the {len(timed)} rows taking turns")
+                medians, ratios = batch1_interleaved(clfs, texts, n, batch_size=size)
+                for row, ms, ratio in zip(rows, medians, ratios, strict=True):
+                    setattr(row, f"batch{size}_ms", ms)
+                    setattr(row, f"batch{size}_vs_first", ratio)
+                log("  " + ", ".join(f"row {i + 1}: {ms} ms ({ratio}x the first)"
+                                     for i, (ms, ratio) in enumerate(zip(medians, ratios, strict=True))))
             del clfs
-            for row, ms, ratio in zip(rows, medians, ratios, strict=True):
-                row.batch1_ms, row.batch1_vs_first = ms, ratio
-            log("  " + ", ".join(f"row {i + 1}: {ms} ms ({ratio}x the first)"
-                                 for i, (ms, ratio) in enumerate(zip(medians, ratios, strict=True))))
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return {
@@ -259,6 +268,7 @@ def run_study(
         "n": len(texts),
         "calibration_sentences": len(next(iter(graphs.values()))[1].calib),
         "batch1_sentences": min(batch1, len(texts)),
+        "batch32_sentences": min(batch32, len(texts)) // 32 * 32,
         "cpu": {"name": cpu_name(), "vnni": has_vnni()},
         "machine": machine(),
         "rows": [asdict(r) for r in rows],
@@ -270,14 +280,15 @@ def study_markdown(report: dict[str, Any]) -> str:
     lines = [
         f"Bundle `{b['name']}` {b['version']}, {report['n']} sentences from `{report['data']}`, reference ONNX fp32; "
         f"outlier channels from {report['calibration_sentences']} training sentences; batch-1 ms: median of "
-        f"{report.get('batch1_sentences', 0)} single-sentence calls (tokenization included), the rows taking turns on "
-        f"each sentence; CPU {report['cpu']['name']} "
+        f"{report.get('batch1_sentences', 0)} single-sentence calls (tokenization included), batch-32 ms of the calls of "
+        f"32 on the first {report.get('batch32_sentences', 0)} sentences, the rows taking turns on each call; CPU "
+        f"{report['cpu']['name']} "
         f"(VNNI: {'yes' if report['cpu']['vnni'] else 'no'}).",
         "",
         "| LayerNorm | weights | FFN | fp32 weights stored | outlier threshold (or smoothing) | channels split | embeddings "
         "| label agreement (sentences) | max \\|Δp\\| | macro-F1 | ΔF1 (points) | size MB | sentences/s | batch-1 ms "
-        "| batch 1, × the first row | gate |",
-        "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
+        "| batch 1, × the first row | batch-32 ms | batch 32, × the first row | gate |",
+        "|---|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in report["rows"]:
         t = "none" if r["outlier_threshold"] is None else f"{r['outlier_threshold']:g}"
@@ -294,11 +305,13 @@ def study_markdown(report: dict[str, Any]) -> str:
         stored = r.get("fp32_weights", "fp32")  # older reports: always fp32
         one = "—" if r.get("batch1_ms") is None else f"{r['batch1_ms']:.2f}"  # older reports: not measured
         vs = "—" if r.get("batch1_vs_first") is None else f"{r['batch1_vs_first']:.3f}×"  # older reports: not paired
+        b32 = "—" if r.get("batch32_ms") is None else f"{r['batch32_ms']:.1f}"
+        vs32 = "—" if r.get("batch32_vs_first") is None else f"{r['batch32_vs_first']:.3f}×"
         wts = r["weights"] + (f" (MatMulNBits, blocks of {r['block_int8']})" if r.get("block_int8") else "")
         ln = r.get("layernorm", "fused")  # older reports: the optimizer's fused SkipLayerNormalization
         lines.append(f"| {ln} | {wts} | {ffn} | {stored} | {t} | {r['outlier_channels']} | {emb} | {agree} | "
                      f"{r['max_abs_prob_diff']:.3f} | {r['macro_f1']:.4f} | {100 * r['macro_f1_delta']:+.2f} | "
-                     f"{r['size_mb']} | {r['sentences_per_s']} | {one} | {vs} | {gate} |")
+                     f"{r['size_mb']} | {r['sentences_per_s']} | {one} | {vs} | {b32} | {vs32} | {gate} |")
     return "\n".join(lines) + "\n"
 
 

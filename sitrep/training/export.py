@@ -130,8 +130,8 @@ class QuantRecipe:
 # batch-mates (the gate scores two batchings, `gate_compare`; the tenth-batch default fails every u8s8 rung,
 # the |x| > 3 one by 98.87% on article dev in the data's own order). Before the split rungs, SmoothQuant on the
 # same MatMuls (sitrep/training/smooth_quant.py): the outlier channels scaled down into the weights, one Mul per
-# input instead of the split's four ops and thin fp32 MatMul per MatMul, 1.11x as fast at batch 1 where it passes (the
-# twelfth-batch default: alpha 0.8 passes, 0.7 and 0.5 fail; `sitrep bench int8 --smooth`). Then MatMulNBits, whose
+# input instead of the split's four ops and thin fp32 MatMul per MatMul: 1.14x as fast at batch 1 and 1.10x at batch
+# 32 (the twelfth-batch default: alpha 0.8 passes, 0.7 and 0.5 fail; `sitrep bench int8 --smooth`). Then MatMulNBits, whose
 # activations are quantized per token and per block of input channels, so no batching changes a decision: about a fifth
 # slower than the u8s8 files at these sizes, but it passes with margin where they fail (that default: 99.43%
 # in blocks of 64; `sitrep bench int8 --blockwise 64,16` compares them). Elsewhere (or if that fails)
