@@ -157,7 +157,7 @@ def test_bench_int8_rows_for_the_qkv_split_and_matmulnbits(tiny_bundle: Path, tm
 
 
 def test_batch1_ms_times_single_sentence_calls_after_a_warm_up() -> None:
-    from sitrep.bench.int8 import batch1_ms
+    from sitrep.bench.int8 import timed_in_turns
 
     calls: list[tuple[list[str], int]] = []
 
@@ -165,14 +165,14 @@ def test_batch1_ms_times_single_sentence_calls_after_a_warm_up() -> None:
         def classify(self, texts: list[str], batch_size: int = 32) -> None:
             calls.append((texts, batch_size))
 
-    assert batch1_ms(Recorder(), ["a", "b", "c"], 0) is None and calls == []
-    ms = batch1_ms(Recorder(), ["a", "b", "c", "d"], 3, warmup=2)
+    assert timed_in_turns([Recorder()], ["a", "b", "c"], 0)[0] == [None] and calls == []
+    (ms,), _ = timed_in_turns([Recorder()], ["a", "b", "c", "d"], 3, warmup=2)
     assert ms is not None and ms >= 0
     # two warm-up calls, then one call per sentence, each a single sentence at batch size 1
     assert calls == [(["a"], 1), (["b"], 1), (["a"], 1), (["b"], 1), (["c"], 1)]
 
 
-def test_batch1_interleaved_takes_turns_and_pairs_each_sentence(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_timed_in_turns_takes_turns_and_pairs_each_call(monkeypatch: pytest.MonkeyPatch) -> None:
     """The rows' models take turns on each sentence, and each row's speed-up over the first is the median of the
     per-sentence ratios (a fake clock: model A takes 4 ticks a call, model B 1, model C 2)."""
     from sitrep.bench import int8 as int8_mod
@@ -190,16 +190,16 @@ def test_batch1_interleaved_takes_turns_and_pairs_each_sentence(monkeypatch: pyt
             calls.append((self.name, " ".join(texts)))
             clock[0] += self.cost * batch_size
 
-    medians, ratios = int8_mod.batch1_interleaved([Fake("A", 4.0), Fake("B", 1.0), Fake("C", 2.0)],
+    medians, ratios = int8_mod.timed_in_turns([Fake("A", 4.0), Fake("B", 1.0), Fake("C", 2.0)],
                                                   ["x", "y", "z"], 2, warmup=1)
     assert calls == [("A", "x"), ("B", "x"), ("C", "x"), ("A", "x"), ("B", "x"), ("C", "x"), ("A", "y"), ("B", "y"),
                      ("C", "y")]
     assert medians == [4000.0, 1000.0, 2000.0] and ratios == [1.0, 4.0, 2.0]
-    assert int8_mod.batch1_interleaved([Fake("A", 1.0)], ["x"], 0) == ([None], [None])
+    assert int8_mod.timed_in_turns([Fake("A", 1.0)], ["x"], 0) == ([None], [None])
     # calls of 2 consecutive sentences: 5 sentences make 2 calls (the last one left out), each timed in turns
     calls.clear()
-    medians, ratios = int8_mod.batch1_interleaved([Fake("A", 4.0), Fake("B", 1.0)], list("vwxyz"), 5, warmup=0,
+    medians, ratios = int8_mod.timed_in_turns([Fake("A", 4.0), Fake("B", 1.0)], list("vwxyz"), 5, warmup=0,
                                                   batch_size=2)
     assert calls == [("A", "v w"), ("B", "v w"), ("A", "x y"), ("B", "x y")]
     assert medians == [8000.0, 2000.0] and ratios == [1.0, 4.0]
-    assert int8_mod.batch1_interleaved([Fake("A", 1.0)], ["x"], 1, batch_size=2) == ([None], [None])
+    assert int8_mod.timed_in_turns([Fake("A", 1.0)], ["x"], 1, batch_size=2) == ([None], [None])

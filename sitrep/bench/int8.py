@@ -77,7 +77,7 @@ class StudyRow:
     block_int8: int | None = None  # MatMulNBits with 8-bit weights in blocks of this size (None: dynamic quantization)
     # median ms of one single-sentence call (tokenization included) over the first `batch1` sentences, after a
     # warm-up: request mode at batch 1, where the split's small ops weigh most (None: not measured); the rows' calls
-    # take turns on each sentence (`batch1_interleaved`)
+    # take turns on each sentence (`timed_in_turns`)
     batch1_ms: float | None = None
     # median over those sentences of the first row's call time divided by this row's: how many times faster than
     # the first row at batch 1, measured pairwise, which a drifting machine distorts far less than the medians
@@ -93,12 +93,7 @@ class StudyRow:
     smooth_alpha: float | None = None
 
 
-def batch1_ms(clf: Any, texts: list[str], n: int, warmup: int = 10) -> float | None:
-    """Median milliseconds of `clf.classify([text], batch_size=1)` over the first `n` texts (None if n is 0)."""
-    return batch1_interleaved([clf], texts, n, warmup)[0][0]
-
-
-def batch1_interleaved(
+def timed_in_turns(
     clfs: list[Any], texts: list[str], n: int, warmup: int = 10, batch_size: int = 1
 ) -> tuple[list[float | None], list[float | None]]:
     """Calls of `batch_size` consecutive sentences from the first `n` texts, timed with the classifiers taking turns on
@@ -253,7 +248,7 @@ def run_study(
                 if not n:
                     continue
                 log(f"batch {size}: calls on {min(n, len(texts))} sentences, the {len(timed)} rows taking turns")
-                medians, ratios = batch1_interleaved(clfs, texts, n, batch_size=size)
+                medians, ratios = timed_in_turns(clfs, texts, n, batch_size=size)
                 for row, ms, ratio in zip(rows, medians, ratios, strict=True):
                     setattr(row, f"batch{size}_ms", ms)
                     setattr(row, f"batch{size}_vs_first", ratio)

@@ -57,7 +57,7 @@ class FlatPlan:
         sentences = split_sentences(document)
         part = Part(len(self.texts), len(sentences), sentences)
         self.texts.extend(s.text for s in sentences)
-        self.contexts.extend(["", *(s.text for s in sentences[:-1])][: len(sentences)])
+        self.contexts.extend(["", *(s.text for s in sentences[:-1])] if sentences else [])
         self.parts.append(part)
         return part
 
