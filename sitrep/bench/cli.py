@@ -244,6 +244,10 @@ def bench_int8(
     smooth: str = typer.Option("", help="Also rows where the outlier channels are smoothed into the weights "
                                "(SmoothQuant) instead of split off, with these alphas between 0 and 1, comma-separated, "
                                "e.g. 0.7,0.8 (with --qkv the QKV MatMuls too); --thresholds '' leaves only these rows."),
+    smooth_attention: str = typer.Option(
+        "", help="The attention on the --smooth rows, comma-separated, one row each: unfused (QKV MatMul + "
+        "MultiHeadAttention, the QKV MatMul smoothed too), fused (the fused Attention's input smoothed too, one "
+        "QAttention op), none (only the FFN MatMuls smoothed). Default: unfused with --qkv, else none."),
     batch1: int = typer.Option(100, min=0, help="Time single-sentence calls (request mode at batch 1, where the "
                                "outlier split's small ops weigh most) on this many sentences, every row's model "
                                "taking turns on each sentence (all rows' sessions loaded at once); 0: skip."),
@@ -275,8 +279,12 @@ def bench_int8(
       sitrep bench int8 artifacts/models/default --thresholds 4,3 --weights int8 --qkv --blockwise 64,16
 
       # SmoothQuant against the split export ships (FFN and QKV MatMuls both ways), batch 1 timed on 300 sentences
-      sitrep bench int8 artifacts/models/default --thresholds 4 --smooth 0.5,0.7,0.8,0.9 --weights int8 --qkv \
+      sitrep bench int8 artifacts/models/default --thresholds 4 --smooth 0.5,0.7,0.8,0.9 --weights int8 --qkv \\
           --word-embeddings int8-row --batch1 300 --batch32 640
+
+      # the smoothed attention fused (QAttention) against unfused (QKV MatMul + Split + MultiHeadAttention)
+      sitrep bench int8 artifacts/models/default --thresholds '' --smooth 0.8,0.85 --smooth-attention unfused,fused \\
+          --weights int8 --word-embeddings int8-row --batch1 600 --batch32 1280
 
       # the fused SkipLayerNormalization against export's unfused Add + LayerNormalization, interleaved
       sitrep bench int8 artifacts/models/default --thresholds 4 --weights int8 --qkv --word-embeddings int8-row \\
@@ -312,7 +320,8 @@ def bench_int8(
         report = run_study(bundle, data, ts, ws, es, ffn_fp32, log=typer.echo,
                            fp32_weights=[w.strip() for w in fp32_weights.split(",") if w.strip()], qkv=qkv,
                            blockwise=blocks, batch1=batch1, batch32=batch32,
-                           layernorms=[k.strip() for k in layernorm.split(",") if k.strip()], smooth=alphas)
+                           layernorms=[k.strip() for k in layernorm.split(",") if k.strip()], smooth=alphas,
+                           smooth_attention=[f.strip() for f in smooth_attention.split(",") if f.strip()] or None)
     except (BundleError, CorpusError, FileNotFoundError, ValueError) as exc:
         raise fail(f"{exc}") from exc
     write_study(report, json_path, markdown_path)

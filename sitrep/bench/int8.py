@@ -51,6 +51,9 @@ from sitrep.training.fp16_weights import MODES, store_fp16
 
 EMBEDDINGS = ("fp32", "int8-row", "fp16", "int8-tensor")
 LAYERNORMS = ("unfused", "fused")  # the residual LayerNorms of the optimized graph (sitrep/training/skip_layernorm.py)
+# the attention on a SmoothQuant row: its QKV MatMul smoothed (unfused), its fused Attention's input smoothed
+# (fused: QAttention), or left as it is (none: only the FFN MatMuls smoothed)
+SMOOTH_ATTENTION = ("unfused", "fused", "none")
 FP32_WEIGHTS = ("fp32", *MODES)  # storage of the MatMul weights left fp32 (sitrep/training/fp16_weights.py)
 
 
@@ -91,6 +94,9 @@ class StudyRow:
     # SmoothQuant's alpha where the outlier channels were smoothed into the weights instead of split off
     # (sitrep/training/smooth_quant.py; the QKV MatMuls too with `qkv_split`); None: not smoothed
     smooth_alpha: float | None = None
+    # with `smooth_alpha`: the fused attention's input smoothed too and the attention kept one op (QAttention once
+    # quantized), where `qkv_split` smooths the unfused QKV MatMul instead
+    smooth_attention: bool = False
 
 
 def timed_in_turns(
@@ -131,6 +137,7 @@ def run_study(
     batch32: int = 0,
     layernorms: list[str] | None = None,
     smooth: list[float] | None = None,
+    smooth_attention: list[str] | None = None,
 ) -> dict[str, Any]:
     """The study's rows; `batch1`: how many sentences time single-sentence calls, `batch32` calls of 32 sentences
     (0: not measured); the rows' models take turns on each call.
@@ -138,6 +145,9 @@ def run_study(
     `layernorms`: the optimized graph's residual LayerNorms, one pass of every setting per entry, in order
     (repeats allowed, to interleave them on a drifting machine): "unfused" (export's CPU graph) or "fused".
     `smooth`: SmoothQuant alphas, one row per weight type each after the threshold rows (no split on those rows).
+    `smooth_attention`: the attention on those rows, one row per entry: "unfused" (the QKV MatMul smoothed too),
+    "fused" (the fused Attention's input smoothed too, QAttention) or "none" (only the FFN MatMuls); default:
+    "unfused" with `qkv`, else "none".
     """
     thresholds = thresholds if thresholds is not None else [None, 4.0]
     weights = weights or ["int8", "uint8"]
@@ -145,6 +155,10 @@ def run_study(
     bad = [e for e in embeddings if e not in EMBEDDINGS]
     if bad:
         raise ValueError(f"unknown embedding storage {bad}; choose from {', '.join(EMBEDDINGS)}")
+    forms = smooth_attention or ["unfused" if qkv else "none"]
+    bad = [f for f in forms if f not in SMOOTH_ATTENTION]
+    if bad:
+        raise ValueError(f"unknown attention form for smoothing {bad}; choose from {', '.join(SMOOTH_ATTENTION)}")
     layernorms = layernorms or ["unfused"]
     bad = [k for k in layernorms if k not in LAYERNORMS]
     if bad:
@@ -175,23 +189,26 @@ def run_study(
             opt = folder / "model.opt.onnx"
             optimize_graph(bundle, fp32, opt, skip_layernorm_fused=layernorm == "fused")
             graphs[layernorm] = (opt, OutlierSplits(bundle, opt, folder, texts))
-        settings: list[tuple[str, float | None, str, int | None, float | None]] = [
-            (ln, t, w, None, None) for ln in layernorms for t in thresholds for w in weights]
-        settings += [(ln, None, w, None, a) for ln in layernorms for a in smooth or [] for w in weights]
-        settings += [(ln, None, "int8", b, None) for ln in layernorms for b in blockwise or []]
-        for layernorm, threshold, wt, block, alpha in settings:
+        # (LayerNorm, threshold, weights, block size, alpha, the attention's form on a smoothing row)
+        settings: list[tuple[str, float | None, str, int | None, float | None, str]] = [
+            (ln, t, w, None, None, "") for ln in layernorms for t in thresholds for w in weights]
+        settings += [(ln, None, w, None, a, f) for ln in layernorms for a in smooth or [] for f in forms
+                     for w in weights]
+        settings += [(ln, None, "int8", b, None, "") for ln in layernorms for b in blockwise or []]
+        for layernorm, threshold, wt, block, alpha, form in settings:
             opt, splits = graphs[layernorm]
+            row_qkv = form == "unfused" if alpha is not None else qkv
             if block:
                 (src, _), split, keep_fp32 = splits.unfused(), {}, []
             elif alpha is not None:
-                (src, _), split, keep_fp32 = splits.smoothed(alpha, qkv), {}, []
+                (src, _), split, keep_fp32 = splits.smoothed(alpha, row_qkv, form == "fused"), {}, []
             elif threshold is None:
                 src, split, keep_fp32 = (splits.unfused()[0] if qkv else opt), {}, []
             else:
                 src, split, keep_fp32 = splits.get(threshold, qkv)
             if ffn_fp32 and not block:
                 keep_fp32 = keep_fp32 + [n for n in splits.ffn if n not in keep_fp32]
-            recipe = QuantRecipe("study", per_channel=True, weight_type=wt, block_int8=block, qkv_split=qkv)
+            recipe = QuantRecipe("study", per_channel=True, weight_type=wt, block_int8=block, qkv_split=row_qkv)
             quantized = work / "quantized.onnx"
             if any(e != "int8-tensor" for e in embeddings):
                 quantize(src, quantized, recipe, keep_fp32)
@@ -232,13 +249,14 @@ def run_study(
                                    {f: {"label_agreement": round(c["label_agreement"], 4),
                                         "macro_f1_delta": c["macro_f1_delta"]}
                                     for f, c in cmp.get("per_file", {}).items()},
-                                   qkv_split=qkv and not block, block_int8=block,
-                                   layernorm=layernorm, smooth_alpha=alpha)
+                                   qkv_split=row_qkv and not block, block_int8=block,
+                                   layernorm=layernorm, smooth_alpha=alpha, smooth_attention=form == "fused")
                     rows.append(row)
                     outliers = (f"smoothed, alpha {alpha:g}" if alpha is not None else
                                 f"threshold {threshold if threshold is not None else 'none'}")
                     log(f"  LayerNorm {layernorm}, weights {wt}{f' (MatMulNBits, blocks of {block})' if block else ''}, "
-                        f"outliers {outliers}{' (+QKV)' if row.qkv_split else ''}, "
+                        f"outliers {outliers}{' (+QKV)' if row.qkv_split else ''}"
+                        f"{' (+fused attention)' if row.smooth_attention else ''}, "
                         f"embeddings {emb}{', FFN fp32' if ffn_fp32 else ''}, fp32 weights stored {storage}: "
                         f"agreement {row.label_agreement:.4f}, ΔF1 {row.macro_f1_delta:+.4f}, {row.size_mb} MB, "
                         f"{row.sentences_per_s} sent/s")
@@ -289,7 +307,7 @@ def study_markdown(report: dict[str, Any]) -> str:
         t = "none" if r["outlier_threshold"] is None else f"{r['outlier_threshold']:g}"
         if r.get("smooth_alpha") is not None:  # older reports: never smoothed
             t = f"smoothed, alpha {r['smooth_alpha']:g}"
-        t += " (+QKV)" if r.get("qkv_split") else ""
+        t += " (+QKV)" if r.get("qkv_split") else " (+fused attention)" if r.get("smooth_attention") else ""
         emb = {True: "int8-tensor", False: "fp32"}.get(r["embeddings"], r["embeddings"])  # older reports: a bool
         ffn = "fp32" if r.get("ffn_fp32") else "int8"
         agree = f"{r['label_agreement']:.2%} ({r['label_agreement'] * report['n']:.0f})" + "".join(

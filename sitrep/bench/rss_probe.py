@@ -69,4 +69,8 @@ def main(bundle_path: str, path: str, options: str, requests: str = "1000") -> N
 
 
 if __name__ == "__main__":
-    main(*sys.argv[1:5])
+    args = sys.argv[1:]
+    if not 3 <= len(args) <= 4 or not (len(args) < 4 or args[3].isdigit()) or "-h" in args or "--help" in args:
+        print(__doc__.strip(), file=sys.stderr)
+        sys.exit(0 if "-h" in args or "--help" in args else 2)
+    main(*args)

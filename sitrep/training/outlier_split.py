@@ -81,16 +81,20 @@ def activation_absmax(
     return absmax
 
 
-def load_matmuls(src: Path, matmuls: list[str]) -> tuple[Any, list[Any]]:
-    """(the ONNX model at `src`, its MatMul nodes named in `matmuls`, in graph order); a name not found is an error."""
+def load_matmuls(src: Path, matmuls: list[str], op_types: tuple[str, ...] = ("MatMul",)) -> tuple[Any, list[Any]]:
+    """(the ONNX model at `src`, its MatMul nodes named in `matmuls`, in graph order); a name not found is an error.
+
+    `op_types`: the node types accepted; each reads its input as input 0 and its weight ([in, out]) as input 1
+    (a MatMul; ONNX Runtime's fused `Attention`, whose weight is the QKV projection).
+    """
     import onnx
 
     model = onnx.load(str(src))
     wanted = set(matmuls)
-    targets = [n for n in model.graph.node if n.op_type == "MatMul" and n.name in wanted]
+    targets = [n for n in model.graph.node if n.op_type in op_types and n.name in wanted]
     missing = wanted - {n.name for n in targets}
     if missing:
-        raise ValueError(f"{src}: no MatMul named {sorted(missing)}")
+        raise ValueError(f"{src}: no {' or '.join(op_types)} named {sorted(missing)}")
     return model, targets
 
 

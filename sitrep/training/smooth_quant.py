@@ -13,6 +13,10 @@ MatMuls that read ``x`` (the MatMuls sharing an input share it, with ``W_j`` the
 split adds four ops per MatMul (mask, Gather, thin fp32 MatMul, Add): at batch 1 those small ops are a fifth of
 the int8 model's kernel time (`sitrep bench ops`). The post-LayerNorm residual of this encoder reads the same
 LayerNorm output, so the scale cannot be folded into the LayerNorm's weights; it stays a `Mul`.
+
+The same holds for ONNX Runtime's fused `Attention` node, whose second input is the QKV weight ([in, 3 × hidden]):
+its input smoothed and its weight rows scaled, the attention stays one op, `QAttention` once quantized, in place of
+the unfused form's QKV `MatMul`, `Split` and `MultiHeadAttention` (sitrep/training/unfuse_attention.py).
 """
 
 from __future__ import annotations
@@ -23,7 +27,10 @@ import numpy as np
 
 from sitrep.models.encoding import TextEncoder
 from sitrep.training.outlier_split import activation_absmax, load_matmuls
+from sitrep.training.unfuse_attention import is_fused_attention
 
+# The nodes whose input 0 can be smoothed into their weight, input 1 ([in, out]): MatMul, and the fused Attention.
+WEIGHT_INPUT_OPS = ("MatMul", "Attention")
 SMOOTH = "/smooth"  # suffix of the Mul each smoothed input gets (named after the first MatMul reading it)
 
 
@@ -44,24 +51,26 @@ def smoothing_scales(absmax: np.ndarray, weights: list[np.ndarray], alpha: float
 def smooth_inputs(
     src: Path, dst: Path, matmuls: list[str], encoder: TextEncoder, texts: list[str], alpha: float = 0.8
 ) -> dict[str, tuple[float, float]]:
-    """Write `src` to `dst` with each named MatMul's input divided by SmoothQuant's scales and its weight rows
-    multiplied by them (exact in fp32).
+    """Write `src` to `dst` with each named MatMul's (or fused Attention's) input divided by SmoothQuant's scales
+    and its weight rows multiplied by them (exact in fp32).
 
-    Returns {MatMul name: (largest input channel |max| before, after)} on the calibration `texts`.
+    Returns {node name: (largest input channel |max| before, after)} on the calibration `texts`.
     """
     import onnx
     from onnx import helper, numpy_helper
 
     if not 0.0 < alpha < 1.0:
         raise ValueError(f"alpha must be between 0 and 1 (got {alpha})")
-    model, targets = load_matmuls(src, matmuls)
+    model, targets = load_matmuls(src, matmuls, op_types=WEIGHT_INPUT_OPS)
     graph = model.graph
     wanted = set(matmuls)
     inits = {init.name: init for init in graph.initializer}
     by_input: dict[str, list] = {}
     for node in targets:
+        if node.op_type == "Attention" and not is_fused_attention(node):
+            raise ValueError(f"{src}: {node.name} is not ONNX Runtime's fused Attention (com.microsoft)")
         if node.input[1] not in inits:
-            raise ValueError(f"{src}: MatMul {node.name} has no constant weight to scale")
+            raise ValueError(f"{src}: {node.op_type} {node.name} has no constant weight to scale")
         by_input.setdefault(node.input[0], []).append(node)
     absmax = activation_absmax(src, sorted(by_input), encoder, texts, model=model)
     smoothed: dict[str, str] = {}  # input tensor -> the Mul's output
@@ -80,7 +89,7 @@ def smooth_inputs(
         report.update({n.name: (float(np.max(absmax[x])), after) for n in nodes})
     new_nodes = []
     for node in graph.node:
-        if node.op_type == "MatMul" and node.name in wanted:
+        if node.op_type in WEIGHT_INPUT_OPS and node.name in wanted:
             x = node.input[0]
             if x in muls:
                 new_nodes.append(muls.pop(x))

@@ -16,6 +16,7 @@ packed bias and reads the same mask index.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,18 @@ import numpy as np
 def qkv_matmul(attention: str) -> str:
     """The name of the QKV projection MatMul that replaces the fused Attention node `attention`."""
     return f"{attention}/qkv_matmul"
+
+
+def is_fused_attention(node: Any) -> bool:
+    """Whether an ONNX node is ONNX Runtime's fused self-attention (`com.microsoft.Attention`)."""
+    return bool(node.op_type == "Attention" and node.domain == "com.microsoft")
+
+
+def fused_attention_nodes(src: Path) -> list[str]:
+    """The names of the fused Attention nodes of the graph at `src`, in graph order (none: an empty list)."""
+    import onnx
+
+    return [n.name for n in onnx.load(str(src), load_external_data=False).graph.node if is_fused_attention(n)]
 
 
 def unfuse_attention(src: Path, dst: Path) -> list[str]:
@@ -37,7 +50,7 @@ def unfuse_attention(src: Path, dst: Path) -> list[str]:
     model = onnx.load(str(src))
     graph = model.graph
     inits = {init.name: init for init in graph.initializer}
-    attentions = [n for n in graph.node if n.op_type == "Attention" and n.domain == "com.microsoft"]
+    attentions = [n for n in graph.node if is_fused_attention(n)]
     if not attentions:
         raise ValueError(f"{src}: no fused Attention node")
     nodes, names = [], []
