@@ -70,7 +70,9 @@ def main(bundle_path: str, path: str, options: str, requests: str = "1000") -> N
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    if not 3 <= len(args) <= 4 or not (len(args) < 4 or args[3].isdigit()) or "-h" in args or "--help" in args:
+    wants_help = "-h" in args or "--help" in args
+    usable = len(args) == 3 or (len(args) == 4 and args[3].isdigit())
+    if wants_help or not usable:
         print(__doc__.strip(), file=sys.stderr)
-        sys.exit(0 if "-h" in args or "--help" in args else 2)
+        sys.exit(0 if wants_help else 2)
     main(*args)

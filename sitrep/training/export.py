@@ -461,6 +461,7 @@ class OutlierSplits:
         self.calib = calibration_texts(bundle, fallback_texts)
         self._built: dict[tuple[str, float, bool], tuple[Path, Any]] = {}  # (kind, setting, qkv) -> (graph, report)
         self._unfused: tuple[Path, list[str]] | None = None
+        self._attention: list[str] | None = None
 
     def unfused(self) -> tuple[Path, list[str]]:
         """(the optimized graph with each fused Attention as QKV MatMul + MultiHeadAttention, the QKV MatMuls).
@@ -476,6 +477,12 @@ class OutlierSplits:
             except ValueError:
                 self._unfused = (self.opt, [])
         return self._unfused
+
+    def attention(self) -> list[str]:
+        """The optimized graph's fused Attention nodes (empty for an encoder the optimizer left unfused), read once."""
+        if self._attention is None:
+            self._attention = fused_attention_nodes(self.opt)
+        return self._attention
 
     def get(self, threshold: float, qkv: bool = False) -> tuple[Path, dict[str, list[int]], list[str]]:
         """(split graph, {MatMul: outlier channels}, the thin fp32 MatMuls to keep out of quantization).
@@ -496,17 +503,15 @@ class OutlierSplits:
         """
         if qkv and attention:
             raise ValueError("smooth either the unfused QKV MatMuls (qkv) or the fused Attention nodes, not both")
-        return self._rewrite("smooth-attention" if attention else "smooth", alpha, qkv, smooth_inputs,
-                             fused_attention_nodes(self.opt) if attention else [])
+        return self._rewrite("smooth-attention" if attention else "smooth", alpha, qkv, smooth_inputs)
 
-    def _rewrite(self, kind: str, setting: float, qkv: bool, rewrite: Any, more: list[str] | None = None
-                 ) -> tuple[Path, Any]:
+    def _rewrite(self, kind: str, setting: float, qkv: bool, rewrite: Any) -> tuple[Path, Any]:
         """The graph rewritten by `rewrite(src, dst, nodes, encoder, calibration texts, setting)` on the FFN
-        MatMuls (and the QKV ones of the unfused graph with `qkv`, and the nodes `more`), built once per (kind,
-        setting, qkv)."""
+        MatMuls (and the QKV ones of the unfused graph with `qkv`, or the fused Attention nodes for the
+        "smooth-attention" kind), built once per (kind, setting, qkv)."""
         if (kind, setting, qkv) not in self._built:
             path = self.work / f"model.{kind}{setting:g}{'-qkv' if qkv else ''}.onnx"
-            src, matmuls = self.opt, list(self.ffn) + list(more or [])
+            src, matmuls = self.opt, list(self.ffn) + (self.attention() if kind == "smooth-attention" else [])
             if qkv:
                 src, names = self.unfused()
                 matmuls += names
