@@ -352,3 +352,53 @@ def test_topics_label_sets_and_provenance(tiny_bundle: Path, tiny_data: dict[str
     for page in (md, html):
         assert "Per topic" in page and "Gold vs predicted label sets" in page and "Provenance" in page
         assert prov["data_sha256"] in page and "label agreement" in page
+
+
+def test_eval_compare_puts_models_side_by_side_with_per_language_intervals(
+    tiny_bundle: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    """`sitrep eval-compare` (the table `make report` writes): every model on every set, and each language's macro-F1
+    with its bootstrap interval, the same figure `sitrep eval` gives that language."""
+    from sitrep.training.tfidf import train_tfidf
+
+    base = tmp_path / "tfidf"
+    train_tfidf(base, train_file=str(tiny_data["train"]), dev_file=str(tiny_data["dev"]), eval_files={})
+    out = tmp_path / "cmp" / "compare"
+    result = runner.invoke(app, ["eval-compare", f"tiny={tiny_bundle}", f"tfidf={base}", "-d", f"t={tiny_data['test']}",
+                                 "-d", f"z={tiny_data['zeroshot']}", "--runtime", "onnx", "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    cmp = json.loads(out.with_suffix(".json").read_text())
+    assert [(r["model"], r["set"]) for r in cmp["rows"]] == [("tiny", "t"), ("tiny", "z"), ("tfidf", "t"), ("tfidf", "z")]
+    langs = {e.lang for e in read_examples(tiny_data["test"])}
+    for row in cmp["rows"]:
+        if row["set"] != "t":
+            continue
+        assert set(row["per_language"]) == set(row["per_language_ci"]) == langs
+        for lang, score in row["per_language"].items():
+            ci = row["per_language_ci"][lang]
+            assert ci["low"] <= score <= ci["high"]
+    code, _ = run_eval(tiny_bundle, "--data", tiny_data["test"], "--report", tmp_path / "r", "--runtime", "onnx")
+    assert code == 0
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    tiny_t = cmp["rows"][0]
+    for lang in langs:
+        assert tiny_t["per_language"][lang] == pytest.approx(report["per_language"][lang]["macro_f1"], abs=1e-4)
+    md = out.with_suffix(".md").read_text()
+    lang = sorted(langs)[0]
+    ci = tiny_t["per_language_ci"][lang]
+    assert f"{tiny_t['per_language'][lang]:.3f} ({ci['low']:.2f}–{ci['high']:.2f})" in md
+
+    # a path that is no model: one line, exit 2
+    bad = runner.invoke(app, ["eval-compare", f"x={tmp_path}", "-d", f"t={tiny_data['test']}"])
+    assert bad.exit_code == 2 and "Traceback" not in bad.output
+
+
+def test_eval_compare_renders_results_written_before_the_language_intervals() -> None:
+    """Committed compare JSONs from before `per_language_ci` still render: the language cells show the figure alone."""
+    from sitrep.eval.compare import render_markdown
+
+    row = {"model": "m", "set": "s", "n": 2, "macro_f1": 0.5, "macro_f1_ci": {"low": 0.4, "high": 0.6}, "ece": 0.1,
+           "per_label": {k: {"precision": 1.0, "recall": 0.5, "f1": 0.667, "support": 1} for k in LABELS},
+           "per_language": {"en": 0.75}}
+    md = render_markdown({"command": "sitrep eval-compare", "created": "now", "sets": {"s": {"n": 2}}, "rows": [row]})
+    assert "| 0.750 |" in md and "0.500 (0.40–0.60)" in md

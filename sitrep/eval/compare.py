@@ -1,8 +1,9 @@
 """`sitrep eval-compare`: several models side by side on several labeled sets, in one table.
 
 For each model (a bundle or a TF-IDF baseline) and each set: macro-F1 with its bootstrap 95%
-interval, per-label precision / recall / F1, per-language macro-F1 and ECE. The recipe table in
-sitrep/models/README.md is this command's Markdown.
+interval, per-label precision / recall / F1, per-language macro-F1 with its bootstrap 95% interval (a
+language's share of a set is often small) and ECE. The recipe table in sitrep/models/README.md is this
+command's Markdown.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from sitrep.models.scores import language_slices, macro_f1, rounded, slice_score
 def score_set(examples: list[Any], probs: Any, labels: list[list[str]]) -> dict[str, Any]:
     y, pred = label_matrix(examples), multi_hot_matrix(labels)
     overall = slice_scores(y, pred)
+    langs = language_slices([e.lang for e in examples])
     return {
         "n": len(examples),
         "macro_f1": overall["macro_f1"],
@@ -33,8 +35,8 @@ def score_set(examples: list[Any], probs: Any, labels: list[list[str]]) -> dict[
         "ece": expected_calibration_error(probs, y),
         "per_label": {k: {m: v[m] for m in ("precision", "recall", "f1", "support")}
                       for k, v in overall["per_label"].items()},
-        "per_language": {lang: rounded(macro_f1(y[idx], pred[idx])[0])
-                         for lang, idx in language_slices([e.lang for e in examples]).items()},
+        "per_language": {lang: rounded(macro_f1(y[idx], pred[idx])[0]) for lang, idx in langs.items()},
+        "per_language_ci": {lang: bootstrap_macro_f1(y[idx], pred[idx]) for lang, idx in langs.items()},
     }
 
 
@@ -65,8 +67,7 @@ def _f(v: float | None) -> str:
     return "—" if v is None else f"{v:.3f}"
 
 
-def _ci(row: dict[str, Any]) -> str:
-    ci = row.get("macro_f1_ci")
+def _ci(ci: dict[str, Any] | None) -> str:
     return "" if not ci else f" ({ci['low']:.2f}–{ci['high']:.2f})"
 
 
@@ -79,10 +80,10 @@ def render_markdown(result: dict[str, Any]) -> str:
     out.append("| model | " + " | ".join(f"{s} (n={result['sets'][s]['n']})" for s in sets) + " |")
     out.append("|---|" + "---|" * len(sets))
     for m in models:
-        out.append(f"| {m} | " + " | ".join(_f(by[m, s]["macro_f1"]) + _ci(by[m, s]) for s in sets) + " |")
+        out.append(f"| {m} | " + " | ".join(_f(by[m, s]["macro_f1"]) + _ci(by[m, s].get("macro_f1_ci")) for s in sets) + " |")
     for s in sets:
         langs = sorted({lang for m in models for lang in by[m, s]["per_language"]})
-        out += ["", f"**{s}**: precision / recall / F1 per label, macro-F1 per language, ECE", ""]
+        out += ["", f"**{s}**: precision / recall / F1 per label, macro-F1 per language (bootstrap 95% interval), ECE", ""]
         head = ["model", *LABELS, *langs, "ECE"]
         out.append("| " + " | ".join(head) + " |")
         out.append("|---|" + "---|" * (len(head) - 1))
@@ -90,6 +91,8 @@ def render_markdown(result: dict[str, Any]) -> str:
             r = by[m, s]
             cells = [f"{_f(r['per_label'][k]['precision'])} / {_f(r['per_label'][k]['recall'])} / "
                      f"{_f(r['per_label'][k]['f1'])}" for k in LABELS]
-            cells += [_f(r["per_language"].get(lang)) for lang in langs]
+            # results written before the intervals existed have no `per_language_ci`: their cells show the figure alone
+            cis = r.get("per_language_ci") or {}
+            cells += [_f(r["per_language"].get(lang)) + _ci(cis.get(lang)) for lang in langs]
             out.append(f"| {m} | " + " | ".join([*cells, _f(r["ece"])]) + " |")
     return "\n".join(out) + "\n"
