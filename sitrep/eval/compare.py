@@ -80,10 +80,12 @@ def render_markdown(result: dict[str, Any]) -> str:
     out.append("| model | " + " | ".join(f"{s} (n={result['sets'][s]['n']})" for s in sets) + " |")
     out.append("|---|" + "---|" * len(sets))
     for m in models:
-        out.append(f"| {m} | " + " | ".join(_f(by[m, s]["macro_f1"]) + _ci(by[m, s].get("macro_f1_ci")) for s in sets) + " |")
+        cells = [_f(by[m, s]["macro_f1"]) + _ci(by[m, s].get("macro_f1_ci")) for s in sets]
+        out.append(f"| {m} | " + " | ".join(cells) + " |")
     for s in sets:
         langs = sorted({lang for m in models for lang in by[m, s]["per_language"]})
-        out += ["", f"**{s}**: precision / recall / F1 per label, macro-F1 per language (bootstrap 95% interval), ECE", ""]
+        out += ["", f"**{s}**: precision / recall / F1 per label, macro-F1 per language (bootstrap 95% interval), ECE",
+                ""]
         head = ["model", *LABELS, *langs, "ECE"]
         out.append("| " + " | ".join(head) + " |")
         out.append("|---|" + "---|" * (len(head) - 1))
