@@ -15,19 +15,20 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sitrep.eval.metrics import bootstrap_macro_f1, expected_calibration_error
+from sitrep.eval.metrics import bootstrap_macro_f1, expected_calibration_error, slice_with_interval
 from sitrep.eval.predictors import load_predictor
 from sitrep.eval.report import load_examples
 from sitrep.models.bundle import sha256_file
 from sitrep.models.corpus import label_matrix
 from sitrep.models.labels import LABELS, multi_hot_matrix
-from sitrep.models.scores import language_slices, macro_f1, rounded, slice_scores
+from sitrep.models.scores import language_slices, slice_scores
 
 
 def score_set(examples: list[Any], probs: Any, labels: list[list[str]]) -> dict[str, Any]:
     y, pred = label_matrix(examples), multi_hot_matrix(labels)
     overall = slice_scores(y, pred)
-    langs = language_slices([e.lang for e in examples])
+    langs = {lang: slice_with_interval(y[idx], pred[idx])
+             for lang, idx in language_slices([e.lang for e in examples]).items()}
     return {
         "n": len(examples),
         "macro_f1": overall["macro_f1"],
@@ -35,8 +36,8 @@ def score_set(examples: list[Any], probs: Any, labels: list[list[str]]) -> dict[
         "ece": expected_calibration_error(probs, y),
         "per_label": {k: {m: v[m] for m in ("precision", "recall", "f1", "support")}
                       for k, v in overall["per_label"].items()},
-        "per_language": {lang: rounded(macro_f1(y[idx], pred[idx])[0]) for lang, idx in langs.items()},
-        "per_language_ci": {lang: bootstrap_macro_f1(y[idx], pred[idx]) for lang, idx in langs.items()},
+        "per_language": {lang: s["macro_f1"] for lang, s in langs.items()},
+        "per_language_ci": {lang: s["macro_f1_ci"] for lang, s in langs.items()},
     }
 
 

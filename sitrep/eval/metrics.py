@@ -13,6 +13,7 @@ from sklearn.metrics import average_precision_score, multilabel_confusion_matrix
 
 from sitrep.models.labels import LABELS
 from sitrep.models.scores import rounded as _r
+from sitrep.models.scores import slice_scores
 
 NONE = "(none)"  # the row / column for "no label" in the confusion table
 N_BINS = 10
@@ -212,3 +213,11 @@ def bootstrap_macro_f1(y: np.ndarray, pred: np.ndarray, samples: int = BOOTSTRAP
     alpha = (1 - level) / 2
     lo, hi = np.quantile(scores, [alpha, 1 - alpha])
     return {"level": level, "low": _r(lo), "high": _r(hi), "samples": samples}
+
+
+def slice_with_interval(y: np.ndarray, pred: np.ndarray) -> dict[str, Any]:
+    """A slice's scores (`slice_scores`: macro-F1, per label, …) with its macro-F1's bootstrap interval
+    (`macro_f1_ci`): what the eval report gives each language and topic, and `eval-compare` each language."""
+    out = slice_scores(y, pred)
+    out["macro_f1_ci"] = bootstrap_macro_f1(y, pred)
+    return out

@@ -32,6 +32,7 @@ from sitrep.eval.metrics import (
     cooccurrence,
     expected_calibration_error,
     pr_curves,
+    slice_with_interval,
     worst_errors,
 )
 from sitrep.eval.predictors import Predictions, Predictor
@@ -85,14 +86,12 @@ def score(
         row["ece"] = calib["per_label"][name]
     per_language: dict[str, Any] = {}
     for lang, idx in language_slices([e.lang for e in examples]).items():
-        per_language[lang] = slice_scores(y[idx], pred[idx])
+        per_language[lang] = slice_with_interval(y[idx], pred[idx])
         per_language[lang]["ece"] = expected_calibration_error(probs[idx], y[idx])
-        per_language[lang]["macro_f1_ci"] = bootstrap_macro_f1(y[idx], pred[idx])
     per_topic: dict[str, Any] = {}
     if any(e.topic for e in examples):
         for topic, idx in _groups([e.topic or NO_TOPIC for e in examples]).items():
-            per_topic[topic] = slice_scores(y[idx], pred[idx])
-            per_topic[topic]["macro_f1_ci"] = bootstrap_macro_f1(y[idx], pred[idx])
+            per_topic[topic] = slice_with_interval(y[idx], pred[idx])
     out: dict[str, Any] = {
         "thresholds": {k: round(float(v), 4) for k, v in thresholds.items()},
         **{k: overall[k] for k in ("n", "macro_f1", "micro_f1", "labels_averaged", "labels_excluded")},
