@@ -55,6 +55,24 @@ def test_rules_cv_scores_only_articles_it_did_not_fit_on() -> None:
         rules_cv(logits, y, ["one"] * 400)
 
 
+def test_rules_cv_scores_each_language_on_its_held_out_sentences() -> None:
+    from sitrep.training.calibrate import rules_cv
+
+    rng = np.random.default_rng(2)
+    groups = [f"a{i // 10}" for i in range(400)]
+    langs = ["kmr" if i < 200 else "en" for i in range(400)]  # whole articles in one language each
+    y = rng.integers(0, 2, (400, 4))
+    # Separable in English, noise in Kurmanji: the per-language figures must tell them apart.
+    logits = np.where(y == 1, 3.0, -3.0)
+    logits[:200] = rng.standard_normal((200, 4))
+    out = rules_cv(logits, y, groups, rules=("calibrated",), splits=10, langs=langs)
+    per = out["rules"]["calibrated"]["per_language"]
+    assert set(per) == {"en", "kmr"}
+    assert all(1 <= v["splits"] <= 10 for v in per.values())
+    assert per["kmr"]["macro_f1"] < 0.75 < per["en"]["macro_f1"]
+    assert "per_language" not in rules_cv(logits, y, groups, rules=("calibrated",), splits=2)["rules"]["calibrated"]
+
+
 def test_training_with_the_calibrated_rule_records_it(tiny_base: Path, tiny_data: dict, tmp_path: Path) -> None:
     from sitrep.models.bundle import load_bundle
     from sitrep.training.train import train

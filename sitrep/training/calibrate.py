@@ -70,10 +70,13 @@ def _rounded(value: float) -> float | None:
 
 def rules_cv(
     logits: np.ndarray, y: np.ndarray, groups: list[str], rules: tuple[str, ...] = THRESHOLD_RULES,
-    splits: int = 200, holdout: float = 0.5, seed: int = 0,
+    splits: int = 200, holdout: float = 0.5, seed: int = 0, langs: list[str] | None = None,
 ) -> dict[str, Any]:
     """Held-out comparison of threshold rules: split the groups (articles) at random, fit calibration and
     thresholds on one part by each rule, score the other part; repeat `splits` times.
+
+    With `langs` (each row's language), each rule also gets "per_language": {lang: {"macro_f1", "splits"}},
+    that language's held-out macro-F1 averaged over the splits that held out any of its sentences.
 
     Returns {"rules": {rule: {macro_f1, macro_f1_sd, precision, recall, f1 (per label, mean over splits)}},
     "paired": {rule: {mean_delta, wins, losses}} against the first rule, "per_split": {rule: [held-out
@@ -91,6 +94,8 @@ def rules_cv(
     rng = np.random.default_rng(seed)
     macro: dict[str, list[float]] = {r: [] for r in rules}
     per_label: dict[str, list[np.ndarray]] = {r: [] for r in rules}
+    lang_of = None if langs is None else np.asarray(langs)
+    per_lang: dict[str, dict[str, list[float]]] = {r: {} for r in rules}
     for _ in range(splits):
         held = np.isin(names, rng.permutation(unique)[:k])
         fit, test = ~held, held
@@ -108,6 +113,13 @@ def rules_cv(
                                 for j, sc in enumerate(scores.values())]).T
             macro[rule].append(macro_f1(y[test], pred)[0])
             per_label[rule].append(stats)
+            if lang_of is not None:
+                held_langs = lang_of[test]
+                for lang in np.unique(held_langs):
+                    rows = held_langs == lang
+                    score = macro_f1(y[test][rows], pred[rows])[0]
+                    if not np.isnan(score):  # no positive of any label held out in this language
+                        per_lang[rule].setdefault(str(lang), []).append(score)
     out: dict[str, Any] = {"rules": {}, "paired": {}, "splits": splits, "groups": len(unique),
                            "held_out_groups": k, "n": len(names),
                            "per_split": {r: [round(v, 4) for v in macro[r]] for r in rules}}
@@ -119,6 +131,11 @@ def rules_cv(
             **{kind: {name: _rounded(v) for name, v in zip(LABELS, stats[i], strict=True)}
                for i, kind in enumerate(("precision", "recall", "f1"))},
         }
+        if lang_of is not None:
+            out["rules"][rule]["per_language"] = {
+                lang: {"macro_f1": round(float(np.mean(v)), 4), "splits": len(v)}
+                for lang, v in sorted(per_lang[rule].items())
+            }
         delta = np.asarray(macro[rule]) - np.asarray(macro[rules[0]])
         out["paired"][rule] = {"mean_delta": round(float(delta.mean()), 4), "wins": int((delta > 1e-12).sum()),
                                "losses": int((delta < -1e-12).sum())}

@@ -35,7 +35,8 @@ def compare_rules(
     groups = article_groups(examples)
     clf = load(bundle, runtime)
     logits = clf.logits([e.text for e in examples], contexts=[e.context for e in examples])
-    result = rules_cv(logits, label_matrix(examples).astype(np.int64), groups, rules, splits, holdout, seed)
+    langs = [e.lang for e in examples]
+    result = rules_cv(logits, label_matrix(examples).astype(np.int64), groups, rules, splits, holdout, seed, langs)
     return {"bundle": str(bundle), "data": str(data), "runtime": runtime, "seed": seed,
             "bundle_rule": clf.bundle.manifest.training.get("config", {}).get("threshold_rule", "f1"),
             "bundle_thresholds": clf.bundle.thresholds, **result}
@@ -62,6 +63,14 @@ def render_markdown(result: dict[str, Any]) -> str:
         vs = "—" if rule == first else f"{paired['mean_delta']:+.4f}, {paired['wins']} / {paired['losses']}"
         cells = [f"{_fmt(r['precision'][name])} / {_fmt(r['recall'][name])}" for name in LABELS]
         lines.append(f"| `{rule}` | {r['macro_f1']:.4f} ({r['macro_f1_sd']:.3f}) | {vs} | " + " | ".join(cells) + " |")
+    langs = sorted({lang for r in result["rules"].values() for lang in r.get("per_language", {})})
+    if langs:  # older results have no per-language figures
+        lines += ["", "Held-out macro-F1 per language (mean over the splits that held out some of its sentences):", "",
+                  "| rule | " + " | ".join(langs) + " |", "|---|" + "---|" * len(langs)]
+        for rule, r in result["rules"].items():
+            per = r.get("per_language", {})
+            lines.append(f"| `{rule}` | " + " | ".join(_fmt(per[lg]["macro_f1"]) if lg in per else "—" for lg in langs)
+                         + " |")
     lines += ["", f"The bundle's own rule: `{result['bundle_rule']}` (thresholds "
               + ", ".join(f"{t:.3f}" for t in result["bundle_thresholds"]) + ")."]
     return "\n".join(lines) + "\n"
