@@ -224,7 +224,9 @@ def thresholds(
     0.5 on the Platt-calibrated probability. In each of SPLITS random splits of the file's articles,
     calibration and thresholds are fitted on the articles kept and scored on those held out; the table
     gives each rule's mean held-out macro-F1, per-label precision and recall, and in how many splits it beat
-    the first rule. Use a dev split: a choice made on a test split is no longer tested.
+    the first rule; a second table gives each language's held-out macro-F1 (over the splits that held out
+    some of its articles), to compare two bundles for one language. Use a dev split: a choice made on a test
+    split is no longer tested.
 
     Example:
 

@@ -4,7 +4,7 @@ A bundle's logits on the file (its served runtime by default), grouped by articl
 file without one is grouped by topic, else each sentence alone), go through `calibrate.rules_cv`: per split,
 calibration and thresholds are fitted on some articles and scored on the others. The figures are what each
 rule would score on articles it was not fitted on, which the bundle's own `scores.calibration` (fitted and
-scored on the same sentences) cannot tell.
+scored on the same sentences) cannot tell. Each row's `lang` also gives each rule a held-out figure per language.
 """
 
 from __future__ import annotations
