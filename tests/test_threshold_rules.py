@@ -71,6 +71,12 @@ def test_rules_cv_scores_each_language_on_its_held_out_sentences() -> None:
     assert all(1 <= v["splits"] <= 10 for v in per.values())
     assert per["kmr"]["macro_f1"] < 0.75 < per["en"]["macro_f1"]
     assert "per_language" not in rules_cv(logits, y, groups, rules=("calibrated",), splits=2)["rules"]["calibrated"]
+    from sitrep.training.threshold_rules import render_markdown
+
+    table = render_markdown({"bundle": "b", "data": "d", "runtime": "torch", "seed": 0, "bundle_rule": "calibrated",
+                             "bundle_thresholds": [0.5] * 4, **out})
+    row = next(line for line in table.splitlines() if line.startswith("| `calibrated` |") and line.count("|") == 4)
+    assert row == f"| `calibrated` | {per['en']['macro_f1']:.3f} | {per['kmr']['macro_f1']:.3f} |"
 
 
 def test_training_with_the_calibrated_rule_records_it(tiny_base: Path, tiny_data: dict, tmp_path: Path) -> None:
