@@ -22,7 +22,7 @@ from sklearn.linear_model import LogisticRegression
 from sitrep.models.bundle import Calibration
 from sitrep.models.calibration import calibrated_probs
 from sitrep.models.labels import LABELS
-from sitrep.models.scores import best_f1_threshold, macro_f1, per_label_scores
+from sitrep.models.scores import best_f1_threshold, language_slices, macro_f1, per_label_scores
 
 THRESHOLD_RULES = ("f1", "calibrated")
 
@@ -95,7 +95,7 @@ def rules_cv(
     macro: dict[str, list[float]] = {r: [] for r in rules}
     per_label: dict[str, list[np.ndarray]] = {r: [] for r in rules}
     lang_of = None if langs is None else np.asarray(langs)
-    per_lang: dict[str, dict[str, list[float]]] = {r: {} for r in rules}
+    per_lang: dict[str, dict[str, list[float]]] = {r: {} for r in rules}  # rule -> language -> split scores
     for _ in range(splits):
         held = np.isin(names, rng.permutation(unique)[:k])
         fit, test = ~held, held
@@ -114,9 +114,7 @@ def rules_cv(
             macro[rule].append(macro_f1(y[test], pred)[0])
             per_label[rule].append(stats)
             if lang_of is not None:
-                held_langs = lang_of[test]
-                for lang in np.unique(held_langs):
-                    rows = held_langs == lang
+                for lang, rows in language_slices(list(lang_of[test])).items():
                     score = macro_f1(y[test][rows], pred[rows])[0]
                     if not np.isnan(score):  # no positive of any label held out in this language
                         per_lang[rule].setdefault(str(lang), []).append(score)
