@@ -35,7 +35,7 @@ def stratified_batches(
 
     With `lengths` (tokens per row), each batch draws from rows of similar length: a target length is
     taken from a random row, and each half is sampled from the 4×k rows of its pool nearest to it, so a
-    batch is padded to little more than its own length (whole-article sentences run from 5 to 162 tokens).
+    batch is padded to little more than its own length (whole-article sentences run from a few tokens to the max length).
     """
     rng = np.random.default_rng(seed)
     labeled = np.flatnonzero(y.any(axis=1))
