@@ -360,6 +360,17 @@ def test_cached_frozen_bottom_gives_the_full_forward(tiny_base: Path, pooling: s
     assert torch.allclose(full, cached, atol=1e-5), (full - cached).abs().max()
     assert not torch.allclose(full[0], full[1])  # different sentences, different logits: the check can fail
 
+    # The dev evaluation's path: every sentence, in its own order, from the cache up, against the whole model.
+    from sitrep.models.runtime import TorchBackend, batched_logits
+    from sitrep.training.frozen_prefix import prefix_logits
+
+    model.train()  # prefix_logits evaluates in eval mode and gives the mode back
+    whole = batched_logits(encoder, TorchBackend.wrap(model, torch.device("cpu")), encoder.encode(texts), 3)
+    from_cache = prefix_logits(model, encoder, ids, prefix, batch_size=3)
+    assert model.training and from_cache.shape == (len(texts), 4)
+    np.testing.assert_allclose(from_cache, whole, atol=1e-5)
+    assert not np.allclose(from_cache[0], from_cache[2])
+
     model.train()
     with prefix.top_only(bottom):
         model(input_ids=input_ids, attention_mask=mask).logits.sum().backward()

@@ -6,10 +6,11 @@ dropout in the frozen part; no gradients) and keeps each sentence's hidden state
 steps then run only the trainable top of the encoder, the pooling and the head on those states
 (`FrozenPrefix.top_only`). Both stages use it: the contrastive stage draws 6,400 sentences (200 steps × 32)
 and the classifier stage reads every sentence once per epoch, so with two or three epochs the frozen layers
-run once per sentence instead of three or four times. The cache is fp32 hidden states, tokens × hidden size
-(648 MB for the default's 10,364 sentences), held in CPU memory. Turned on by the config's `cache_frozen`
-(sitrep/training/config.py); its effect on time and article dev is measured in sitrep/models/README.md
-("Recipes").
+run once per sentence instead of three or four times. The dev evaluation after every epoch starts from a
+second cache, over the dev sentences (`prefix_logits`), so it too runs only the top layers. The cache is fp32
+hidden states, tokens × hidden size (648 MB for the default's 10,364 sentences), held in CPU memory.
+Turned on by the config's `cache_frozen` (sitrep/training/config.py); its effect on time and article dev is
+measured in sitrep/models/README.md ("Recipes", "Training time").
 
 What changes against running the frozen layers in every step: dropout no longer acts inside them (their
 output is the eval-mode one); the trainable layers above keep theirs.
@@ -121,3 +122,24 @@ def forward_batch(module: Any, encoder: TextEncoder, ids: list[np.ndarray], idx:
     input_t, attn, bottom = prefix.batch(idx, ids)
     with prefix.top_only(bottom):
         return module(input_ids=input_t, attention_mask=attn), attn
+
+
+def prefix_logits(model: Any, encoder: TextEncoder, ids: list[np.ndarray], prefix: FrozenPrefix,
+                  batch_size: int = 64, amp_dtype: Any = None) -> np.ndarray:
+    """Eval-mode logits [n, labels] of `model` for `ids`, from `prefix` (the frozen bottom's output for the same
+    `ids`) up: what the whole model computes in eval mode, up to float rounding, at the cost of its top layers.
+    Length-bucketed batches of at most `batch_size`, scattered back into `ids`' order."""
+    import torch
+
+    out = np.zeros((len(ids), model.config.num_labels), dtype=np.float32)
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode(), torch.autocast(prefix.device.type, dtype=amp_dtype,
+                                                    enabled=amp_dtype is not None):
+            for idx in length_batches(prefix.lengths, batch_size):
+                logits = forward_batch(model, encoder, ids, idx, prefix.device, prefix)[0].logits
+                out[idx] = logits.float().cpu().numpy()
+    finally:
+        model.train(was_training)
+    return out

@@ -32,7 +32,7 @@ from sitrep.models.runtime import TorchBackend, batched_logits
 from sitrep.models.scores import macro_f1, split_summary, tuned_macro_f1
 from sitrep.training.calibrate import calibrate
 from sitrep.training.config import MIXED_PRECISION, TrainConfig
-from sitrep.training.frozen_prefix import FrozenPrefix, forward_batch
+from sitrep.training.frozen_prefix import FrozenPrefix, forward_batch, prefix_logits
 
 CHECKPOINT_DIR = "checkpoint"
 
@@ -194,6 +194,8 @@ class Trainer:
         train_encoded, train_y = encoded if encoded is not None else self.encode(train)
         train_ids = train_encoded.ids
         dev_ids, dev_y = self.encode(dev)
+        # With the frozen bottom cached for training, the dev evaluations start from a cache of their own.
+        dev_prefix = self.frozen_prefix(dev_ids.ids, progress) if prefix is not None else None
         lengths = np.asarray([len(x) for x in train_ids])
         n_batches = math.ceil(len(train_ids) / cfg.batch_size)
         steps_per_epoch = max(1, n_batches // cfg.grad_accum)
@@ -266,7 +268,9 @@ class Trainer:
                 bar.set_postfix(loss=f"{running:.4f}", dev_f1=f"{best['macro_f1']:.3f}" if best["macro_f1"] >= 0 else "-")
                 at_end = step >= total_steps
                 if step % eval_every == 0 or at_end or bi + 1 == len(batches):
-                    dev_logits = self.predict_logits(dev_ids)
+                    dev_logits = (self.predict_logits(dev_ids) if dev_prefix is None else
+                                  prefix_logits(self.model, self.encoder, dev_ids.ids, dev_prefix,
+                                                cfg.eval_batch_size, self.eval_amp_dtype))
                     dev_probs = calibrated_probs(dev_logits, Calibration())  # identity: plain sigmoid
                     f1_half, _ = macro_f1(dev_y.astype(np.int64), decisions(dev_probs, [0.5] * len(LABELS)))
                     # Model selection on macro-F1 at per-label tuned thresholds (as the bundle will use them),
