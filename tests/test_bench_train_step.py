@@ -32,7 +32,19 @@ def test_train_step_times_each_precision_on_the_same_batches(tiny_base: Path, ti
     assert rows["bf16"]["speedup"] == pytest.approx(rows["none"]["ms_per_step"] / rows["bf16"]["ms_per_step"],
                                                     abs=0.01)
     md = train_step_markdown(report)
-    assert "| none |" in md and "| bf16 |" in md and "native bf16" in md
+    assert "| none | default |" in md and "| bf16 | default |" in md and "native bf16" in md
+
+
+def test_train_step_compares_adamw_implementations(tiny_base: Path, tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    from sitrep.bench.train_step import run_train_step, train_step_markdown
+
+    report = run_train_step(_config(tmp_path, tiny_base, tiny_data), ["none"], steps=2, rounds=2, sentences=40,
+                            warmup=1, adamw=["default", "fused"])
+    assert [(r["precision"], r["adamw"]) for r in report["rows"]] == [("none", "default"), ("none", "fused")]
+    assert all(len(r["all_ms"]) == 2 * 2 for r in report["rows"])
+    assert report["rows"][1]["speedup"] == pytest.approx(
+        report["rows"][0]["ms_per_step"] / report["rows"][1]["ms_per_step"], abs=0.01)
+    assert "| none | fused |" in train_step_markdown(report)
 
 
 def test_train_step_cli_errors_are_one_line(tiny_base: Path, tiny_data: dict[str, Path], tmp_path: Path) -> None:
@@ -40,5 +52,7 @@ def test_train_step_cli_errors_are_one_line(tiny_base: Path, tiny_data: dict[str
     result = CliRunner().invoke(app, ["bench", "train-step", "-c", str(config), "--precisions", "fp8"])
     assert result.exit_code == 2 and "unknown precision ['fp8']" in result.output
     assert "Traceback" not in result.output
+    result = CliRunner().invoke(app, ["bench", "train-step", "-c", str(config), "--adamw", "sgd"])
+    assert result.exit_code == 2 and "unknown AdamW implementation ['sgd']" in result.output
     result = CliRunner().invoke(app, ["bench", "train-step", "-c", str(tmp_path / "nope.toml")])
     assert result.exit_code == 2 and "nope.toml" in result.output and "Traceback" not in result.output

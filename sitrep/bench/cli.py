@@ -506,8 +506,10 @@ def bench_train_step(
     config: Path | None = typer.Option(
         Path("sitrep/training/configs/default.toml"), "--config", "-c", help="Training config (recipe) to time."),
     precisions: str = typer.Option("none,bf16", help="Comma-separated: none (fp32) and/or bf16 (autocast)."),
-    steps: int = typer.Option(20, help="Timed steps per precision in each round (after a 3-step warm-up)."),
-    rounds: int = typer.Option(2, help="Alternating rounds over the precisions (the machine drifts)."),
+    adamw: str = typer.Option("default", help="Comma-separated AdamW implementations: default (what `sitrep train` "
+                              "runs) and/or fused (PyTorch's fused CPU kernel)."),
+    steps: int = typer.Option(20, help="Timed steps per row in each round (after a 3-step warm-up)."),
+    rounds: int = typer.Option(2, help="Alternating rounds over the rows (the machine drifts)."),
     sentences: int = typer.Option(512, help="Training sentences to draw the batches from."),
     threads: int | None = typer.Option(None, help="torch CPU threads (default: the config's, else all)."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the report as JSON here."),
@@ -524,6 +526,8 @@ def bench_train_step(
       sitrep bench train-step
 
       sitrep bench train-step -c sitrep/training/configs/articles-mean.toml --steps 10 --markdown step.md
+
+      sitrep bench train-step --precisions bf16 --adamw default,fused   # what the fused optimizer step would buy
     """
     from sitrep.bench.common import write_report
     from sitrep.bench.train_step import run_train_step, train_step_markdown
@@ -531,7 +535,7 @@ def bench_train_step(
 
     try:
         report = run_train_step(config, [p.strip() for p in precisions.split(",") if p.strip()], steps, rounds,
-                                sentences, threads)
+                                sentences, threads, adamw=[a.strip() for a in adamw.split(",") if a.strip()])
     except (TrainingError, ValueError, FileNotFoundError) as exc:
         raise fail(str(exc)) from exc
     md = train_step_markdown(report)

@@ -6,6 +6,11 @@ of its training sentences, BCE loss, backward, gradient clipping and the AdamW s
 `bf16` = autocast as `sitrep train --mixed-precision bf16` runs it) gets `steps` timed steps after a warm-up,
 in alternating rounds (this machine drifts), on the same batches; the report gives the median ms per step of
 each and the ratio to the first. Weights change as the steps run; speed does not depend on them.
+
+`adamw` adds a second axis, the AdamW implementation: `default` is what `sitrep train` runs (PyTorch's own
+choice, on a CPU the per-parameter loop), `fused` its fused CPU kernel (`torch.optim.AdamW(fused=True)`: the
+same update, rounded differently, so a recipe trained with it is not bit for bit today's). Each precision ×
+implementation pair is one row; each implementation keeps its own optimizer state.
 """
 
 from __future__ import annotations
@@ -23,11 +28,12 @@ from sitrep.bench.common import machine
 from sitrep.models.cpu import has_bf16
 
 PRECISIONS = ("none", "bf16")
+ADAMW = ("default", "fused")
 
 
 def run_train_step(
     config: Path | None, precisions: list[str], steps: int = 20, rounds: int = 2, sentences: int = 512,
-    threads: int | None = None, warmup: int = 3,
+    threads: int | None = None, warmup: int = 3, adamw: list[str] | None = None,
 ) -> dict[str, Any]:
     import torch
 
@@ -38,6 +44,10 @@ def run_train_step(
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad or not precisions:
         raise ValueError(f"unknown precision {bad or precisions}; choose from {', '.join(PRECISIONS)}")
+    adamw = adamw or ["default"]
+    bad = [a for a in adamw if a not in ADAMW]
+    if bad:
+        raise ValueError(f"unknown AdamW implementation {bad}; choose from {', '.join(ADAMW)}")
     if min(steps, rounds, sentences) < 1:
         raise ValueError("--steps, --rounds and --sentences must be at least 1")
     cfg = TrainConfig.load(config, {"threads": threads, "device": "cpu"})
@@ -53,33 +63,35 @@ def run_train_step(
         model = trainer.model
         model.train()
         params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(params, lr=cfg.lr)
+        optimizers = {a: torch.optim.AdamW(params, lr=cfg.lr, **({"fused": True} if a == "fused" else {}))
+                      for a in adamw}
+        variants = [(p, a) for p in precisions for a in adamw]
         lengths = np.asarray([len(x) for x in ids.ids])
         batches = train_batches(lengths, cfg.batch_size, cfg.seed)
         targets = torch.from_numpy(y)
 
-        def step(idx: np.ndarray, dtype: Any) -> None:
+        def step(idx: np.ndarray, dtype: Any, optimizer: Any) -> None:
             classifier_loss(model, trainer.encoder, ids.ids, idx, targets[idx], trainer.device, prefix, dtype).backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-        times: dict[str, list[float]] = {p: [] for p in precisions}
-        bar = tqdm(total=rounds * len(precisions) * (warmup + steps), desc="train steps", unit="step",
+        times: dict[tuple[str, str], list[float]] = {v: [] for v in variants}
+        bar = tqdm(total=rounds * len(variants) * (warmup + steps), desc="train steps", unit="step",
                    dynamic_ncols=True)
         for _ in range(rounds):
-            for p in precisions:
+            for v in variants:
                 for i in range(warmup + steps):
                     idx = batches[i % len(batches)]
                     t0 = time.perf_counter()
-                    step(idx, dtypes[p])
+                    step(idx, dtypes[v[0]], optimizers[v[1]])
                     if i >= warmup:
-                        times[p].append(time.perf_counter() - t0)
+                        times[v].append(time.perf_counter() - t0)
                     bar.update(1)
         bar.close()
         tokens = float(np.mean([lengths[batches[i % len(batches)]].max() for i in range(warmup + steps)]))
-    ms = {p: round(1000 * float(np.median(t)), 2) for p, t in times.items()}
-    first = precisions[0]
+    ms = {v: round(1000 * float(np.median(t)), 2) for v, t in times.items()}
+    first = variants[0]
     return {
         "config": str(config) if config else None,
         "base_model": cfg.base_model,
@@ -92,22 +104,24 @@ def run_train_step(
         "native_bf16": has_bf16(),
         "threads": torch.get_num_threads(),
         "machine": machine(threads),
-        "rows": [{"precision": p, "ms_per_step": ms[p], "speedup": round(ms[first] / ms[p], 2),
-                  "all_ms": [round(1000 * t, 2) for t in times[p]]} for p in precisions],
+        "rows": [{"precision": v[0], "adamw": v[1], "ms_per_step": ms[v], "speedup": round(ms[first] / ms[v], 2),
+                  "all_ms": [round(1000 * t, 2) for t in times[v]]} for v in variants],
     }
 
 
 def train_step_markdown(report: dict[str, Any]) -> str:
-    first = report["rows"][0]["precision"]
+    head = report["rows"][0]
+    first = head["precision"] + (f" + {head['adamw']} AdamW" if head.get("adamw", "default") != "default" else "")
     lines = [
         f"`sitrep bench train-step` — config `{report['config']}` ({report['base_model']}, "
         f"{report['freeze_layers']} layers frozen{', cached' if report['cache_frozen'] else ''}), batches of "
         f"{report['batch_size']} (mean padded length {report['mean_padded_length']} tokens), {report['steps']} timed "
-        f"steps per precision in each of {report['rounds']} alternating rounds, {report['threads']} threads; "
+        f"steps per row in each of {report['rounds']} alternating rounds, {report['threads']} threads; "
         f"CPU {report['machine']['cpu']} (native bf16: {'yes' if report['native_bf16'] else 'no'})",
         "",
-        f"| precision | ms per step (median) | speed-up vs {first} |",
-        "|---|---:|---:|",
+        f"| precision | AdamW | ms per step (median) | speed-up vs {first} |",
+        "|---|---|---:|---:|",
     ]
-    lines += [f"| {r['precision']} | {r['ms_per_step']:.1f} | {r['speedup']:.2f}× |" for r in report["rows"]]
+    lines += [f"| {r['precision']} | {r.get('adamw', 'default')} | {r['ms_per_step']:.1f} | {r['speedup']:.2f}× |"
+              for r in report["rows"]]
     return "\n".join(lines) + "\n"
