@@ -44,7 +44,7 @@ def run_train_step(
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad or not precisions:
         raise ValueError(f"unknown precision {bad or precisions}; choose from {', '.join(PRECISIONS)}")
-    adamw = adamw or ["default"]
+    adamw = list(dict.fromkeys(adamw or ["default"]))
     bad = [a for a in adamw if a not in ADAMW]
     if bad:
         raise ValueError(f"unknown AdamW implementation {bad}; choose from {', '.join(ADAMW)}")
