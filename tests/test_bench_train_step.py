@@ -47,6 +47,29 @@ def test_train_step_compares_adamw_implementations(tiny_base: Path, tiny_data: d
     assert "| none | fused |" in train_step_markdown(report)
 
 
+def test_train_step_profile_lists_the_costliest_operators(tiny_base: Path, tiny_data: dict[str, Path],
+                                                         tmp_path: Path) -> None:
+    from sitrep.bench.train_step import run_train_step, train_step_markdown
+
+    config = _config(tmp_path, tiny_base, tiny_data)
+    report = run_train_step(config, ["none"], steps=1, rounds=1, sentences=40, warmup=1, profile=3, top=5)
+    prof = report["profile"]
+    assert prof["steps"] == 3 and prof["ms_per_step"] > 0 and 1 <= len(prof["ops"]) <= 5
+    ms = [o["self_ms_per_step"] for o in prof["ops"]]
+    assert ms == sorted(ms, reverse=True) and all(0 < o["share"] <= 1 for o in prof["ops"])
+    assert sum(o["share"] for o in prof["ops"]) <= 1.0001
+    assert all(o["calls_per_step"] > 0 for o in prof["ops"])
+    # a training step runs matrix products forward and backward: one of them is among the operators listed
+    names = {o["op"] for o in run_train_step(config, ["none"], steps=1, rounds=1, sentences=40, warmup=1,
+                                             profile=2, top=50)["profile"]["ops"]}
+    assert names & {"aten::mm", "aten::addmm", "aten::bmm"}, names
+    md = train_step_markdown(report)
+    assert "Where the none step's time goes" in md and f"| `{prof['ops'][0]['op']}` |" in md
+    assert "profile" not in run_train_step(config, ["none"], steps=1, rounds=1, sentences=40, warmup=1)
+    result = CliRunner().invoke(app, ["bench", "train-step", "-c", str(config), "--profile", "-1"])
+    assert result.exit_code == 2 and "--profile" in result.output and "Traceback" not in result.output
+
+
 def test_train_step_cli_errors_are_one_line(tiny_base: Path, tiny_data: dict[str, Path], tmp_path: Path) -> None:
     config = _config(tmp_path, tiny_base, tiny_data)
     result = CliRunner().invoke(app, ["bench", "train-step", "-c", str(config), "--precisions", "fp8"])

@@ -512,6 +512,8 @@ def bench_train_step(
     rounds: int = typer.Option(2, help="Alternating rounds over the rows (the machine drifts)."),
     sentences: int = typer.Option(512, help="Training sentences to draw the batches from."),
     threads: int | None = typer.Option(None, help="torch CPU threads (default: the config's, else all)."),
+    profile: int = typer.Option(0, help="After the timing, profile this many steps of the first row and list the "
+                                "operators that take the most time (0: off)."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the report as JSON here."),
     markdown_path: Path | None = typer.Option(None, "--markdown", help="Write the table as Markdown here."),
 ) -> None:
@@ -528,6 +530,8 @@ def bench_train_step(
       sitrep bench train-step -c sitrep/training/configs/articles-mean.toml --steps 10 --markdown step.md
 
       sitrep bench train-step --precisions bf16 --adamw default,fused   # what the fused optimizer step would buy
+
+      sitrep bench train-step --precisions bf16 --profile 20   # and which operators the bf16 step spends it on
     """
     from sitrep.bench.common import write_report
     from sitrep.bench.train_step import run_train_step, train_step_markdown
@@ -535,7 +539,8 @@ def bench_train_step(
 
     try:
         report = run_train_step(config, [p.strip() for p in precisions.split(",") if p.strip()], steps, rounds,
-                                sentences, threads, adamw=[a.strip() for a in adamw.split(",") if a.strip()])
+                                sentences, threads, adamw=[a.strip() for a in adamw.split(",") if a.strip()],
+                                profile=profile)
     except (TrainingError, ValueError, FileNotFoundError) as exc:
         raise fail(str(exc)) from exc
     md = train_step_markdown(report)

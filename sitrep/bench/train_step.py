@@ -11,6 +11,11 @@ each and the ratio to the first. Weights change as the steps run; speed does not
 choice, on a CPU the per-parameter loop), `fused` its fused CPU kernel (`torch.optim.AdamW(fused=True)`: the
 same update, rounded differently, so a recipe trained with it is not bit for bit today's). Each precision ×
 implementation pair is one row; each implementation keeps its own optimizer state.
+
+`profile` adds where the first row's step spends its time: PyTorch's profiler over that many more steps, the
+operators with the most self CPU time, each as ms per step and share of the step (matrix products, the dropout
+masks' random draws, the optimizer's element-wise updates …). The profiler's own overhead inflates the total a
+little; the shares are what it is for.
 """
 
 from __future__ import annotations
@@ -33,7 +38,8 @@ ADAMW = ("default", "fused")
 
 def run_train_step(
     config: Path | None, precisions: list[str], steps: int = 20, rounds: int = 2, sentences: int = 512,
-    threads: int | None = None, warmup: int = 3, adamw: list[str] | None = None,
+    threads: int | None = None, warmup: int = 3, adamw: list[str] | None = None, profile: int = 0,
+    top: int = 12,
 ) -> dict[str, Any]:
     import torch
 
@@ -50,6 +56,8 @@ def run_train_step(
         raise ValueError(f"unknown AdamW implementation {bad}; choose from {', '.join(ADAMW)}")
     if min(steps, rounds, sentences) < 1:
         raise ValueError("--steps, --rounds and --sentences must be at least 1")
+    if profile < 0:
+        raise ValueError("--profile must be 0 (off) or a number of steps")
     cfg = TrainConfig.load(config, {"threads": threads, "device": "cpu"})
     examples = read_many(cfg.train_files)
     if not examples:
@@ -89,6 +97,8 @@ def run_train_step(
                         times[v].append(time.perf_counter() - t0)
                     bar.update(1)
         bar.close()
+        profiled = _profile(step, batches, dtypes[variants[0][0]], optimizers[variants[0][1]], profile, top) \
+            if profile else None
         tokens = float(np.mean([lengths[batches[i % len(batches)]].max() for i in range(warmup + steps)]))
     ms = {v: round(1000 * float(np.median(t)), 2) for v, t in times.items()}
     first = variants[0]
@@ -106,6 +116,26 @@ def run_train_step(
         "machine": machine(threads),
         "rows": [{"precision": v[0], "adamw": v[1], "ms_per_step": ms[v], "speedup": round(ms[first] / ms[v], 2),
                   "all_ms": [round(1000 * t, 2) for t in times[v]]} for v in variants],
+        **({"profile": profiled} if profiled is not None else {}),
+    }
+
+
+def _profile(step: Any, batches: list[np.ndarray], dtype: Any, optimizer: Any, steps: int, top: int) -> dict[str, Any]:
+    """The operators with the most self CPU time over `steps` steps (the same batches the timing began with)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    with profile(activities=[ProfilerActivity.CPU]) as prof:
+        for i in range(steps):
+            step(batches[i % len(batches)], dtype, optimizer)
+    ops = [e for e in prof.key_averages() if e.self_cpu_time_total > 0]
+    total_us = float(sum(e.self_cpu_time_total for e in ops))
+    ops.sort(key=lambda e: -e.self_cpu_time_total)
+    return {
+        "steps": steps,
+        "ms_per_step": round(total_us / 1000 / steps, 2),
+        "ops": [{"op": e.key, "calls_per_step": round(e.count / steps, 1),
+                 "self_ms_per_step": round(e.self_cpu_time_total / 1000 / steps, 2),
+                 "share": round(e.self_cpu_time_total / total_us, 4)} for e in ops[:top]],
     }
 
 
@@ -124,4 +154,11 @@ def train_step_markdown(report: dict[str, Any]) -> str:
     ]
     lines += [f"| {r['precision']} | {r.get('adamw', 'default')} | {r['ms_per_step']:.1f} | {r['speedup']:.2f}× |"
               for r in report["rows"]]
+    prof = report.get("profile")
+    if prof:
+        lines += ["", f"Where the {first} step's time goes (PyTorch profiler, {prof['steps']} steps, "
+                  f"{prof['ms_per_step']:.1f} ms of self CPU time a step under the profiler; the operators with the most):",
+                  "", "| operator | calls a step | ms a step | share |", "|---|---:|---:|---:|"]
+        lines += [f"| `{o['op']}` | {o['calls_per_step']:g} | {o['self_ms_per_step']:.1f} | {100 * o['share']:.1f}% |"
+                  for o in prof["ops"]]
     return "\n".join(lines) + "\n"
