@@ -247,6 +247,45 @@ def test_tfidf_baseline_plugs_in(tiny_bundle: Path, tiny_data: dict[str, Path], 
     assert len(report["comparison"]) == 3 + 5 * len(LABELS) + 2 * len(report["per_language"])
 
 
+def test_ensemble_averages_members_probabilities_against_their_mean_thresholds(
+    tiny_bundle: Path, tiny_data: dict[str, Path], tmp_path: Path
+) -> None:
+    from sitrep.eval.predictors import EnsemblePredictor, PredictorError, load_predictor
+    from sitrep.training.tfidf import train_tfidf
+
+    base = tmp_path / "tfidf"
+    train_tfidf(base, train_file=str(tiny_data["train"]), dev_file=str(tiny_data["dev"]), eval_files={})
+    texts = [e.text for e in read_examples(tiny_data["test"])]
+    members = [load_predictor(tiny_bundle, "onnx"), load_predictor(base)]
+    each = [m.predict(texts) for m in members]
+    assert not np.allclose(each[0].probs, each[1].probs)  # two different models, so the mean is a third answer
+    ens = EnsemblePredictor(members)
+    got = ens.predict(texts)
+    mean = (each[0].probs + each[1].probs) / 2
+    np.testing.assert_allclose(got.probs, mean, rtol=1e-5, atol=1e-6)
+    for label in LABELS:
+        assert ens.thresholds[label] == pytest.approx((members[0].thresholds[label] + members[1].thresholds[label]) / 2)
+    cut = np.asarray([ens.thresholds[label] for label in LABELS])
+    assert got.labels == [[label for label, on in zip(LABELS, row, strict=True) if on] for row in mean >= cut]
+    assert ens.kind == "ensemble" and ens.runtime == "onnx+sklearn" and " + " in ens.name
+    with pytest.raises(PredictorError, match="at least two"):
+        EnsemblePredictor(members[:1])
+
+    # the command: the report names the ensemble, and its provenance command reproduces the run
+    code, out = run_eval(tiny_bundle, "--data", tiny_data["test"], "--report", tmp_path / "r", "--ensemble", base,
+                         "--runtime", "onnx")
+    assert code == 0, out
+    report = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert report["model"]["kind"] == "ensemble" and report["runtime"] == "onnx+sklearn"
+    f1, _ = macro_f1(label_matrix(read_examples(tiny_data["test"])), (mean >= cut).astype(int))
+    assert report["macro_f1"] == pytest.approx(f1, abs=1e-4)
+    assert f"--ensemble {base}" in report["provenance"]["command"]
+    code, out = run_eval(tiny_bundle, "--data", tiny_data["test"], "--report", tmp_path / "r2", "--ensemble",
+                         tmp_path / "missing")
+    lines = out.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "missing" in lines[0], out
+
+
 def test_bootstrap_interval_brackets_the_score_and_narrows_with_more_sentences() -> None:
     from sitrep.eval.metrics import bootstrap_macro_f1
     from sitrep.models.scores import macro_f1

@@ -26,6 +26,11 @@ def eval_command(
     baseline_runtime: str | None = typer.Option(
         None, help="Runtime for a bundle baseline (default: --runtime)."
     ),
+    ensemble: list[Path] | None = typer.Option(
+        None, help="Another model to average with BUNDLE (repeat for more): the report scores the mean of their "
+        "calibrated probabilities against the mean of their thresholds. Analysis only: what N models' inference "
+        "would buy; the service runs one.",
+    ),
     fail_under: float | None = typer.Option(
         None, help="Exit 1 when macro-F1 (0-1) is below this, e.g. 0.85.", min=0.0, max=1.0
     ),
@@ -60,6 +65,10 @@ def eval_command(
 
       sitrep eval artifacts/models/default -d data/test.jsonl -r artifacts/reports/vs-tfidf \\
           --baseline artifacts/models/tfidf
+
+      # what two seeds averaged would buy, against the same baseline
+      sitrep eval artifacts/models/default -d data/articles/dev.jsonl -r artifacts/reports/ens \\
+          --ensemble artifacts/recipes/seed13 --runtime torch --baseline artifacts/models/tfidf
     """
     from sitrep.eval.predictors import PredictorError
     from sitrep.eval.report import EvalError, gate_failures, run_eval
@@ -78,6 +87,7 @@ def eval_command(
             n_errors=errors,
             progress=not quiet,
             command=_command_line(ctx),
+            ensemble=ensemble,
         )
         failures = gate_failures(result, fail_under=fail_under, max_regression=max_regression)
     except (EvalError, PredictorError) as exc:
@@ -99,7 +109,10 @@ def _command_line(ctx: typer.Context) -> str:
         if value is None or value == param.default:
             continue
         flag = max(param.opts, key=len)
-        parts += [flag] if value is True else [flag, shlex.quote(str(value))]
+        if isinstance(value, list | tuple):
+            parts += [x for v in value for x in (flag, shlex.quote(str(v)))]
+        else:
+            parts += [flag] if value is True else [flag, shlex.quote(str(value))]
     return " ".join(parts)
 
 

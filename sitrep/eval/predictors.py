@@ -7,6 +7,9 @@ Two kinds plug in today, picked from what the directory holds:
   bundle's thresholds are the runtime's, never re-done here;
 - the TF-IDF baseline written by ``sitrep train --arch tfidf`` (``tfidf.json``), through
   ``models.tfidf.load_tfidf``; its runtime is reported as ``sklearn``.
+
+``EnsemblePredictor`` averages several of them (``sitrep eval … --ensemble``): an analysis of what N models'
+cost would buy, not something the service runs.
 """
 
 from __future__ import annotations
@@ -106,6 +109,38 @@ class TfidfPredictor:
     def predict(self, texts: list[str], contexts: list[str] | None = None) -> Predictions:
         probs, labels = self.model.predict(texts)  # sentences alone: the baseline reads no context
         return Predictions(np.asarray(probs, dtype=np.float32), labels)
+
+
+class EnsemblePredictor:
+    """Several models averaged: each sentence's probability of a label is the mean of the members' calibrated
+    probabilities, and the label is given where that mean reaches the mean of the members' thresholds for it.
+
+    An analysis tool (`sitrep eval BUNDLE --ensemble OTHER …`): it measures what more capacity at inference
+    (N models' cost) would buy on a data set; nothing serves an ensemble. With the calibrated threshold rule every
+    member's thresholds are 0.5, so the mean probability is compared with 0.5.
+    """
+
+    kind = "ensemble"
+
+    def __init__(self, members: list[Predictor]) -> None:
+        if len(members) < 2:
+            raise PredictorError("an ensemble needs at least two models")
+        runtimes = sorted({m.runtime for m in members})
+        self.members = members
+        self.name = " + ".join(m.name for m in members)
+        self.version = " + ".join(m.version for m in members)
+        self.runtime = runtimes[0] if len(runtimes) == 1 else "+".join(runtimes)
+        self.thresholds = {label: float(np.mean([m.thresholds[label] for m in members])) for label in LABELS}
+        self.parity: dict[str, Any] | None = None  # each member's parity is its own bundle's
+
+    def predict(self, texts: list[str], contexts: list[str] | None = None) -> Predictions:
+        preds = [m.predict(texts, contexts) for m in self.members]
+        probs = np.mean([p.probs for p in preds], axis=0).astype(np.float32)
+        cut = np.asarray([self.thresholds[label] for label in LABELS], dtype=np.float32)
+        labels = [[label for label, on in zip(LABELS, row, strict=True) if on] for row in probs >= cut]
+        truncated = [any(flags) for flags in zip(*(p.truncated for p in preds), strict=True)] if all(
+            p.truncated for p in preds) else []
+        return Predictions(probs.reshape(len(texts), len(LABELS)), labels, truncated)
 
 
 def load_predictor(

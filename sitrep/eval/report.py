@@ -348,15 +348,21 @@ def run_eval(
     n_errors: int = 5,
     progress: bool = True,
     command: str | None = None,
+    ensemble: list[str | Path] | None = None,
 ) -> tuple[dict[str, Any], dict[str, Path]]:
-    """Load, predict, score, write. Raises EvalError / PredictorError for bad input."""
-    from sitrep.eval.predictors import load_predictor
+    """Load, predict, score, write. Raises EvalError / PredictorError for bad input.
+
+    `ensemble`: more models averaged with `model` (`EnsemblePredictor`), each on `runtime`."""
+    from sitrep.eval.predictors import EnsemblePredictor, load_predictor
 
     if n_errors < 0:
         raise EvalError("--errors must be >= 0")
     check_report_dir(Path(report_dir))  # before any inference: a bad --report is found at once
     examples = load_examples(data)
     predictor = load_predictor(model, runtime, threads=threads, progress=progress)
+    if ensemble:
+        predictor = EnsemblePredictor(
+            [predictor, *(load_predictor(m, runtime, threads=threads, progress=progress) for m in ensemble)])
     base = None
     if baseline is not None:
         base = load_predictor(baseline, baseline_runtime or runtime, threads=threads, progress=progress)
