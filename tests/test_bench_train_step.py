@@ -70,6 +70,46 @@ def test_train_step_profile_lists_the_costliest_operators(tiny_base: Path, tiny_
     assert result.exit_code == 2 and "--profile" in result.output and "Traceback" not in result.output
 
 
+def test_train_step_dropout_axis_sets_the_model_dropout_per_row(tiny_base: Path, tiny_data: dict[str, Path],
+                                                                tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    from sitrep.bench import train_step as bench
+    from sitrep.training import train as train_mod
+
+    seen: list[set[float]] = []
+    loss = train_mod.classifier_loss
+
+    def spy(model, *args, **kwargs):  # the dropout probabilities each timed step runs with
+        seen.append({m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)})
+        return loss(model, *args, **kwargs)
+
+    monkeypatch.setattr(train_mod, "classifier_loss", spy)
+    report = bench.run_train_step(_config(tmp_path, tiny_base, tiny_data), ["none"], steps=2, rounds=1,
+                                  sentences=40, warmup=1, dropouts=[None, 0.0])
+    assert [(r["adamw"], r["dropout"]) for r in report["rows"]] == [("default", "config"), ("default", 0.0)]
+    assert seen[:3] == [{0.1}] * 3 and seen[3:6] == [{0.0}] * 3  # warm-up + timed steps of each row
+    assert "| none | default | 0.0 |" in bench.train_step_markdown(report)
+    with pytest.raises(ValueError, match=r"dropout 1\.5"):
+        bench.run_train_step(_config(tmp_path, tiny_base, tiny_data), ["none"], dropouts=[1.5])
+
+
+def test_train_dropout_option_sets_every_dropout(tiny_base: Path, tiny_data: dict[str, Path], tmp_path: Path) -> None:
+    import torch
+
+    from sitrep.training.config import TrainConfig
+    from sitrep.training.train import Trainer
+
+    config = _config(tmp_path, tiny_base, tiny_data)
+    probs = {m.p for m in Trainer(TrainConfig.load(config, {"dropout": 0.0}), tmp_path / "a").model.modules()
+             if isinstance(m, torch.nn.Dropout)}
+    assert probs == {0.0}
+    assert {m.p for m in Trainer(TrainConfig.load(config), tmp_path / "b").model.modules()
+            if isinstance(m, torch.nn.Dropout)} == {0.1}
+    with pytest.raises(ValueError, match=r"dropout 1\.0 must be"):
+        TrainConfig.load(config, {"dropout": 1.0})
+
+
 def test_train_step_cli_errors_are_one_line(tiny_base: Path, tiny_data: dict[str, Path], tmp_path: Path) -> None:
     config = _config(tmp_path, tiny_base, tiny_data)
     result = CliRunner().invoke(app, ["bench", "train-step", "-c", str(config), "--precisions", "fp8"])

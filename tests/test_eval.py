@@ -268,6 +268,7 @@ def test_ensemble_averages_members_probabilities_against_their_mean_thresholds(
     cut = np.asarray([ens.thresholds[label] for label in LABELS])
     assert got.labels == [[label for label, on in zip(LABELS, row, strict=True) if on] for row in mean >= cut]
     assert ens.kind == "ensemble" and ens.runtime == "onnx+sklearn" and " + " in ens.name
+    assert got.truncated == each[0].truncated and len(got.truncated) == len(texts)  # the bundle's, TF-IDF has none
     with pytest.raises(PredictorError, match="at least two"):
         EnsemblePredictor(members[:1])
 

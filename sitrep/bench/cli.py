@@ -512,6 +512,9 @@ def bench_train_step(
     rounds: int = typer.Option(2, help="Alternating rounds over the rows (the machine drifts)."),
     sentences: int = typer.Option(512, help="Training sentences to draw the batches from."),
     threads: int | None = typer.Option(None, help="torch CPU threads (default: the config's, else all)."),
+    dropouts: str = typer.Option("config", help="Comma-separated dropout probabilities while training: config (the "
+                                 "recipe's, what `sitrep train` runs) and/or numbers (`sitrep train --dropout`), e.g. "
+                                 "config,0."),
     profile: int = typer.Option(0, help="After the timing, profile this many steps of the first row and list the "
                                 "operators that take the most time (0: off)."),
     json_path: Path | None = typer.Option(None, "--json", help="Write the report as JSON here."),
@@ -532,15 +535,26 @@ def bench_train_step(
       sitrep bench train-step --precisions bf16 --adamw default,fused   # what the fused optimizer step would buy
 
       sitrep bench train-step --precisions bf16 --profile 20   # and which operators the bf16 step spends it on
+
+      sitrep bench train-step --precisions bf16 --dropouts config,0   # what training without dropout would save
     """
     from sitrep.bench.common import write_report
     from sitrep.bench.train_step import run_train_step, train_step_markdown
     from sitrep.training.train import TrainingError
 
+    def probability(value: str) -> float | None:
+        if value == "config":
+            return None
+        try:
+            return float(value)
+        except ValueError:
+            raise fail(f"--dropouts: {value!r} is neither 'config' nor a probability") from None
+
     try:
         report = run_train_step(config, [p.strip() for p in precisions.split(",") if p.strip()], steps, rounds,
                                 sentences, threads, adamw=[a.strip() for a in adamw.split(",") if a.strip()],
-                                profile=profile)
+                                profile=profile, dropouts=[probability(d.strip()) for d in dropouts.split(",")
+                                                           if d.strip()])
     except (TrainingError, ValueError, FileNotFoundError) as exc:
         raise fail(str(exc)) from exc
     md = train_step_markdown(report)

@@ -12,6 +12,10 @@ choice, on a CPU the per-parameter loop), `fused` its fused CPU kernel (`torch.o
 same update, rounded differently, so a recipe trained with it is not bit for bit today's). Each precision ×
 implementation pair is one row; each implementation keeps its own optimizer state.
 
+`dropouts` adds a third axis, the model's dropout probability while it trains (`config`: the recipe's, as
+`sitrep train` runs it; a number: every dropout module set to it, as `sitrep train --dropout` does): on a CPU the
+dropout masks' random draws are a large share of the step (`--profile`).
+
 `profile` adds where the first row's step spends its time: PyTorch's profiler over that many more steps, the
 operators with the most self CPU time, each as ms per step and share of the step (matrix products, the dropout
 masks' random draws, the optimizer's element-wise updates …). The profiler's own overhead inflates the total a
@@ -39,13 +43,13 @@ ADAMW = ("default", "fused")
 def run_train_step(
     config: Path | None, precisions: list[str], steps: int = 20, rounds: int = 2, sentences: int = 512,
     threads: int | None = None, warmup: int = 3, adamw: list[str] | None = None, profile: int = 0,
-    top: int = 12,
+    top: int = 12, dropouts: list[float | None] | None = None,
 ) -> dict[str, Any]:
     import torch
 
     from sitrep.models.corpus import read_many
     from sitrep.training.config import TrainConfig
-    from sitrep.training.train import Trainer, amp_dtype, classifier_loss, train_batches
+    from sitrep.training.train import Trainer, amp_dtype, classifier_loss, set_dropout, train_batches
 
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad or not precisions:
@@ -56,6 +60,10 @@ def run_train_step(
         raise ValueError(f"unknown AdamW implementation {bad}; choose from {', '.join(ADAMW)}")
     if min(steps, rounds, sentences) < 1:
         raise ValueError("--steps, --rounds and --sentences must be at least 1")
+    dropouts = list(dict.fromkeys(dropouts or [None]))
+    bad = [d for d in dropouts if d is not None and not 0.0 <= d < 1.0]
+    if bad:
+        raise ValueError(f"dropout {bad[0]}: give 'config' or a probability at least 0 and below 1")
     if profile < 0:
         raise ValueError("--profile must be 0 (off) or a number of steps")
     cfg = TrainConfig.load(config, {"threads": threads, "device": "cpu"})
@@ -73,7 +81,13 @@ def run_train_step(
         params = [p for p in model.parameters() if p.requires_grad]
         optimizers = {a: torch.optim.AdamW(params, lr=cfg.lr, **({"fused": True} if a == "fused" else {}))
                       for a in adamw}
-        variants = [(p, a) for p in precisions for a in adamw]
+        variants = [(p, a, d) for p in precisions for a in adamw for d in dropouts]
+        own = set_dropout(model, 0.0)  # each dropout module's probability in the recipe, for the `config` rows
+
+        def use_dropout(d: float | None) -> None:
+            for module, prob in own.items():
+                module.p = prob if d is None else d
+
         lengths = np.asarray([len(x) for x in ids.ids])
         batches = train_batches(lengths, cfg.batch_size, cfg.seed)
         targets = torch.from_numpy(y)
@@ -84,11 +98,12 @@ def run_train_step(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
 
-        times: dict[tuple[str, str], list[float]] = {v: [] for v in variants}
+        times: dict[tuple[str, str, float | None], list[float]] = {v: [] for v in variants}
         bar = tqdm(total=rounds * len(variants) * (warmup + steps), desc="train steps", unit="step",
                    dynamic_ncols=True)
         for _ in range(rounds):
             for v in variants:
+                use_dropout(v[2])
                 for i in range(warmup + steps):
                     idx = batches[i % len(batches)]
                     t0 = time.perf_counter()
@@ -97,6 +112,7 @@ def run_train_step(
                         times[v].append(time.perf_counter() - t0)
                     bar.update(1)
         bar.close()
+        use_dropout(variants[0][2])
         profiled = _profile(step, batches, dtypes[variants[0][0]], optimizers[variants[0][1]], profile, top) \
             if profile else None
         tokens = float(np.mean([lengths[batches[i % len(batches)]].max() for i in range(warmup + steps)]))
@@ -114,7 +130,8 @@ def run_train_step(
         "native_bf16": has_bf16(),
         "threads": torch.get_num_threads(),
         "machine": machine(threads),
-        "rows": [{"precision": v[0], "adamw": v[1], "ms_per_step": ms[v], "speedup": round(ms[first] / ms[v], 2),
+        "rows": [{"precision": v[0], "adamw": v[1], "dropout": "config" if v[2] is None else v[2],
+                  "ms_per_step": ms[v], "speedup": round(ms[first] / ms[v], 2),
                   "all_ms": [round(1000 * t, 2) for t in times[v]]} for v in variants],
         **({"profile": profiled} if profiled is not None else {}),
     }
@@ -141,7 +158,8 @@ def _profile(step: Any, batches: list[np.ndarray], dtype: Any, optimizer: Any, s
 
 def train_step_markdown(report: dict[str, Any]) -> str:
     head = report["rows"][0]
-    first = head["precision"] + (f" + {head['adamw']} AdamW" if head.get("adamw", "default") != "default" else "")
+    first = head["precision"] + (f" + {head['adamw']} AdamW" if head.get("adamw", "default") != "default" else "") \
+        + (f", dropout {head['dropout']}" if head.get("dropout", "config") != "config" else "")
     lines = [
         f"`sitrep bench train-step` — config `{report['config']}` ({report['base_model']}, "
         f"{report['freeze_layers']} layers frozen{', cached' if report['cache_frozen'] else ''}), batches of "
@@ -149,11 +167,11 @@ def train_step_markdown(report: dict[str, Any]) -> str:
         f"steps per row in each of {report['rounds']} alternating rounds, {report['threads']} threads; "
         f"CPU {report['machine']['cpu']} (native bf16: {'yes' if report['native_bf16'] else 'no'})",
         "",
-        f"| precision | AdamW | ms per step (median) | speed-up vs {first} |",
-        "|---|---|---:|---:|",
+        f"| precision | AdamW | dropout | ms per step (median) | speed-up vs {first} |",
+        "|---|---|---|---:|---:|",
     ]
-    lines += [f"| {r['precision']} | {r.get('adamw', 'default')} | {r['ms_per_step']:.1f} | {r['speedup']:.2f}× |"
-              for r in report["rows"]]
+    lines += [f"| {r['precision']} | {r.get('adamw', 'default')} | {r.get('dropout', 'config')} | {r['ms_per_step']:.1f} "
+              f"| {r['speedup']:.2f}× |" for r in report["rows"]]
     prof = report.get("profile")
     if prof:
         lines += ["", f"Where the {first} step's time goes (PyTorch profiler, {prof['steps']} steps, "

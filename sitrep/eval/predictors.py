@@ -138,8 +138,8 @@ class EnsemblePredictor:
         probs = np.mean([p.probs for p in preds], axis=0).astype(np.float32)
         cut = np.asarray([self.thresholds[label] for label in LABELS], dtype=np.float32)
         labels = [[label for label, on in zip(LABELS, row, strict=True) if on] for row in probs >= cut]
-        truncated = [any(flags) for flags in zip(*(p.truncated for p in preds), strict=True)] if all(
-            p.truncated for p in preds) else []
+        reported = [p.truncated for p in preds if p.truncated]  # a TF-IDF member truncates nothing and says so
+        truncated = [any(flags) for flags in zip(*reported, strict=True)] if reported else []
         return Predictions(probs.reshape(len(texts), len(LABELS)), labels, truncated)
 
 

@@ -46,6 +46,9 @@ class TrainConfig:
     # (sitrep/training/frozen_prefix.py; no dropout inside the frozen layers). False = run it every step.
     cache_frozen: bool = False
     pooling: str = "cls"  # "cls": the library's head on the first token; "mean": mean over tokens
+    # Every dropout of the model (hidden states, attention probabilities, the head) set to this probability while it
+    # trains; None keeps the base encoder's own (0.1 for multilingual-e5-small). Inference never drops anything.
+    dropout: float | None = None
     # Document context: "previous" gives an article sentence its article's previous sentence as a second segment
     # (models/encoding.py), in training and wherever the bundle is run on documents; "none": each sentence alone.
     context: str = "none"
@@ -82,6 +85,8 @@ class TrainConfig:
                              f"{', '.join(THRESHOLD_RULES)}")
         if cfg.context not in CONTEXTS:
             raise ValueError(f"{path or 'config'}: context {cfg.context!r} is not one of {', '.join(CONTEXTS)}")
+        if cfg.dropout is not None and not 0.0 <= cfg.dropout < 1.0:
+            raise ValueError(f"{path or 'config'}: dropout {cfg.dropout} must be at least 0 and below 1")
         if cfg.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"{path or 'config'}: mixed_precision {cfg.mixed_precision!r} is not one of "
                              f"{', '.join(MIXED_PRECISION)}")

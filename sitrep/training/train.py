@@ -74,6 +74,17 @@ def classifier_loss(model: Any, encoder: TextEncoder, ids: list[np.ndarray], idx
     return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), targets)
 
 
+def set_dropout(model: Any, p: float) -> dict[Any, float]:
+    """Set every dropout module of `model` to probability `p` (the encoder's hidden and attention dropouts and the
+    head's all read their module's `p` when they run); returns each module's previous probability."""
+    import torch
+
+    before = {m: m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
+    for m in before:
+        m.p = p
+    return before
+
+
 def _seed_everything(seed: int) -> None:
     import torch
 
@@ -133,6 +144,8 @@ class Trainer:
             id2label=dict(enumerate(LABELS)),
             label2id={k: i for i, k in enumerate(LABELS)},
         ).to(self.device)
+        if cfg.dropout is not None:
+            set_dropout(self.model, cfg.dropout)
         if cfg.freeze_embeddings:
             self.model.get_input_embeddings().weight.requires_grad_(False)
         if cfg.freeze_layers:
