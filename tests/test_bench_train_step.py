@@ -110,6 +110,32 @@ def test_train_dropout_option_sets_every_dropout(tiny_base: Path, tiny_data: dic
         TrainConfig.load(config, {"dropout": 1.0})
 
 
+def test_training_steps_run_attention_on_the_math_kernel(tiny_base: Path, tiny_data: dict[str, Path],
+                                                        tmp_path: Path) -> None:
+    """Without dropout PyTorch would pick its CPU flash kernel for a training step, whose backward is slow here."""
+    import numpy as np
+    from torch.profiler import ProfilerActivity, profile
+
+    from sitrep.models.corpus import read_examples
+    from sitrep.training.config import TrainConfig
+    from sitrep.training.frozen_prefix import forward_batch
+    from sitrep.training.train import Trainer
+
+    trainer = Trainer(TrainConfig.load(_config(tmp_path, tiny_base, tiny_data), {"dropout": 0.0}), tmp_path / "t")
+    ids, _ = trainer.encode(read_examples(tiny_data["train"])[:8])
+
+    def ops(training: bool) -> set[str]:
+        trainer.model.train(training)
+        with profile(activities=[ProfilerActivity.CPU]) as prof:
+            logits = forward_batch(trainer.model, trainer.encoder, ids.ids, np.arange(8), trainer.device)[0].logits
+            if training:
+                logits.sum().backward()
+        return {e.key for e in prof.key_averages()}
+
+    assert not any("flash" in op for op in ops(True)) and "aten::bmm" in ops(True)
+    assert any("flash" in op for op in ops(False))  # evaluation keeps PyTorch's own choice
+
+
 def test_train_step_cli_errors_are_one_line(tiny_base: Path, tiny_data: dict[str, Path], tmp_path: Path) -> None:
     config = _config(tmp_path, tiny_base, tiny_data)
     result = CliRunner().invoke(app, ["bench", "train-step", "-c", str(config), "--precisions", "fp8"])

@@ -19,7 +19,7 @@ output is the eval-mode one); the trainable layers above keep theirs.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from typing import Any
 
 import numpy as np
@@ -108,6 +108,20 @@ class FrozenPrefix:
             self.body.encoder.layer = layers
 
 
+def training_attention(module: Any, device: Any) -> Any:
+    """The attention kernel of a training step: on a CPU, PyTorch's math kernel while `module` trains.
+
+    With dropout on attention (the base encoder's 0.1) PyTorch picks that kernel by itself, so nothing changes
+    for such a recipe. Without (`--dropout 0`) it would pick its CPU flash kernel, whose backward took 31% of
+    the default's bf16 step (`sitrep bench train-step --dropouts 0,config --profile 20`) and made the step slower than
+    with dropout. Evaluation (eval mode) and other devices keep PyTorch's choice."""
+    if device.type != "cpu" or not module.training:
+        return nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel([SDPBackend.MATH])
+
+
 def forward_batch(module: Any, encoder: TextEncoder, ids: list[np.ndarray], idx: np.ndarray, device: Any,
                   prefix: FrozenPrefix | None = None) -> tuple[Any, Any]:
     """(`module`'s output, attention mask) for rows `idx` of `ids`: through the whole model, or with `prefix`
@@ -118,9 +132,10 @@ def forward_batch(module: Any, encoder: TextEncoder, ids: list[np.ndarray], idx:
     if prefix is None:
         input_ids, mask = encoder.pad([ids[i] for i in idx])
         attn = torch.from_numpy(mask).to(device)
-        return module(input_ids=torch.from_numpy(input_ids).to(device), attention_mask=attn), attn
+        with training_attention(module, device):
+            return module(input_ids=torch.from_numpy(input_ids).to(device), attention_mask=attn), attn
     input_t, attn, bottom = prefix.batch(idx, ids)
-    with prefix.top_only(bottom):
+    with prefix.top_only(bottom), training_attention(module, device):
         return module(input_ids=input_t, attention_mask=attn), attn
 
 
