@@ -112,9 +112,9 @@ def training_attention(module: Any, device: Any) -> Any:
     """The attention kernel of a training step: on a CPU, PyTorch's math kernel while `module` trains.
 
     With dropout on attention (the base encoder's 0.1) PyTorch picks that kernel by itself, so nothing changes
-    for such a recipe. Without (`--dropout 0`) it would pick its CPU flash kernel, whose backward took 31% of
-    the default's bf16 step (`sitrep bench train-step --dropouts 0,config --profile 20`) and made the step slower than
-    with dropout. Evaluation (eval mode) and other devices keep PyTorch's choice."""
+    for such a recipe. Without (`--dropout 0`) it would pick its CPU flash kernel, whose backward took 30% of the
+    dropout-free bf16 step and made it slower than the step with dropout (sitrep/bench/results/
+    bench-train-step-profile-dropout0-flash.md). Evaluation (eval mode) and other devices keep PyTorch's choice."""
     if device.type != "cpu" or not module.training:
         return nullcontext()
     from torch.nn.attention import SDPBackend, sdpa_kernel
