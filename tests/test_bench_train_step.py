@@ -136,6 +136,44 @@ def test_training_steps_run_attention_on_the_math_kernel(tiny_base: Path, tiny_d
     assert any("flash" in op for op in ops(False))  # evaluation keeps PyTorch's own choice
 
 
+def test_math_kernel_leaves_steps_with_dropout_unchanged(tiny_base: Path, tiny_data: dict[str, Path], tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """With dropout PyTorch picks the math kernel by itself: the same seeded steps give the same weights either way."""
+    from contextlib import nullcontext
+
+    import numpy as np
+    import torch
+
+    from sitrep.models.corpus import read_examples
+    from sitrep.training import frozen_prefix
+    from sitrep.training.config import TrainConfig
+    from sitrep.training.train import Trainer, classifier_loss
+
+    config = _config(tmp_path, tiny_base, tiny_data)
+    examples = read_examples(tiny_data["train"])[:32]
+
+    def weights(out: str) -> list[np.ndarray]:
+        torch.manual_seed(0)
+        trainer = Trainer(TrainConfig.load(config, {"freeze_layers": 0, "cache_frozen": False}), tmp_path / out)
+        ids, y = trainer.encode(examples)
+        params = [p for p in trainer.model.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(params, lr=1e-3)
+        trainer.model.train()
+        torch.manual_seed(1)
+        for start in range(0, 32, 8):
+            idx = np.arange(start, start + 8)
+            classifier_loss(trainer.model, trainer.encoder, ids.ids, idx, torch.from_numpy(y[idx]), trainer.device,
+                            None, None).backward()
+            optimizer.step()
+            optimizer.zero_grad()
+        return [p.detach().numpy().copy() for p in params]
+
+    chosen = weights("math")
+    monkeypatch.setattr(frozen_prefix, "training_attention", lambda module, device: nullcontext())
+    pytorchs = weights("own")
+    assert all(np.array_equal(a, b) for a, b in zip(chosen, pytorchs, strict=True))
+
+
 def test_train_step_cli_errors_are_one_line(tiny_base: Path, tiny_data: dict[str, Path], tmp_path: Path) -> None:
     config = _config(tmp_path, tiny_base, tiny_data)
     result = CliRunner().invoke(app, ["bench", "train-step", "-c", str(config), "--precisions", "fp8"])
