@@ -48,8 +48,8 @@ def run_train_step(
     import torch
 
     from sitrep.models.corpus import read_many
-    from sitrep.training.config import TrainConfig
-    from sitrep.training.train import Trainer, amp_dtype, classifier_loss, set_dropout, train_batches
+    from sitrep.training.config import TrainConfig, check_dropout
+    from sitrep.training.train import Trainer, amp_dtype, classifier_loss, dropout_modules, train_batches
 
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad or not precisions:
@@ -61,9 +61,9 @@ def run_train_step(
     if min(steps, rounds, sentences) < 1:
         raise ValueError("--steps, --rounds and --sentences must be at least 1")
     dropouts = list(dict.fromkeys(dropouts or [None]))
-    bad = [d for d in dropouts if d is not None and not 0.0 <= d < 1.0]
-    if bad:
-        raise ValueError(f"dropout {bad[0]}: give 'config' or a probability at least 0 and below 1")
+    for d in dropouts:
+        if d is not None:
+            check_dropout(d, "--dropouts")
     if profile < 0:
         raise ValueError("--profile must be 0 (off) or a number of steps")
     cfg = TrainConfig.load(config, {"threads": threads, "device": "cpu"})
@@ -82,7 +82,7 @@ def run_train_step(
         optimizers = {a: torch.optim.AdamW(params, lr=cfg.lr, **({"fused": True} if a == "fused" else {}))
                       for a in adamw}
         variants = [(p, a, d) for p in precisions for a in adamw for d in dropouts]
-        own = set_dropout(model, 0.0)  # each dropout module's probability in the recipe, for the `config` rows
+        own = {m: m.p for m in dropout_modules(model)}  # the recipe's probabilities, for the `config` rows
 
         def use_dropout(d: float | None) -> None:
             for module, prob in own.items():

@@ -12,6 +12,12 @@ MIXED_PRECISION = ("auto", "bf16", "fp16", "none")
 CONTEXTS = ("none", "previous")
 
 
+def check_dropout(p: float, where: str) -> None:
+    """A dropout probability (`dropout` in a config, `sitrep bench train-step --dropouts`): at least 0, below 1."""
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"{where}: dropout {p} must be at least 0 and below 1")
+
+
 @dataclass
 class TrainConfig:
     base_model: str = "multilingual-e5-small"  # bundled alias, a local folder, or a hub name
@@ -85,8 +91,8 @@ class TrainConfig:
                              f"{', '.join(THRESHOLD_RULES)}")
         if cfg.context not in CONTEXTS:
             raise ValueError(f"{path or 'config'}: context {cfg.context!r} is not one of {', '.join(CONTEXTS)}")
-        if cfg.dropout is not None and not 0.0 <= cfg.dropout < 1.0:
-            raise ValueError(f"{path or 'config'}: dropout {cfg.dropout} must be at least 0 and below 1")
+        if cfg.dropout is not None:
+            check_dropout(cfg.dropout, str(path or "config"))
         if cfg.mixed_precision not in MIXED_PRECISION:
             raise ValueError(f"{path or 'config'}: mixed_precision {cfg.mixed_precision!r} is not one of "
                              f"{', '.join(MIXED_PRECISION)}")

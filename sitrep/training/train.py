@@ -74,15 +74,18 @@ def classifier_loss(model: Any, encoder: TextEncoder, ids: list[np.ndarray], idx
     return torch.nn.functional.binary_cross_entropy_with_logits(logits.float(), targets)
 
 
-def set_dropout(model: Any, p: float) -> dict[Any, float]:
-    """Set every dropout module of `model` to probability `p` (the encoder's hidden and attention dropouts and the
-    head's all read their module's `p` when they run); returns each module's previous probability."""
+def dropout_modules(model: Any) -> list[Any]:
+    """`model`'s dropout modules: the encoder's hidden and attention dropouts and the head's all read their
+    module's `p` when they run, so setting it sets the probability."""
     import torch
 
-    before = {m: m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)}
-    for m in before:
+    return [m for m in model.modules() if isinstance(m, torch.nn.Dropout)]
+
+
+def set_dropout(model: Any, p: float) -> None:
+    """Set every dropout of `model` to probability `p`."""
+    for m in dropout_modules(model):
         m.p = p
-    return before
 
 
 def _seed_everything(seed: int) -> None:
